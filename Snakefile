@@ -1,0 +1,69 @@
+# PVTT build: raw videos -> dataset -> teacher -> students -> engine -> evaluation.
+# Rules are thin: inputs, outputs, params, resources, log; each calls one scripts/<stage>.py.
+# Which params and code each rule reads is defined once, in pvtt/workflow.py (dvc.yaml too).
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+from pvtt import params as pvtt_params
+from pvtt import workflow as wf
+
+configfile: "params.yaml"
+
+pvtt_params.validate(config)
+
+PY = sys.executable
+W = config["paths"]["work"]
+A = config["paths"]["artifacts"]
+INPUTS = wf.list_inputs(config)
+VIDEOS = sorted(INPUTS.videos)
+PRODUCTS = sorted(INPUTS.products)
+N_SHARDS = wf.num_shards(config, len(VIDEOS))
+SHARDS = [f"{i:04d}" for i in range(N_SHARDS)]
+VERDICTS = config["filter"]["l3"]["verdicts"]
+
+
+def P(rule):
+    """The params a rule reads, as one JSON string (Snakemake reruns the rule when it changes)."""
+    return wf.rule_params_json(config, rule)
+
+
+def CODE(rule):
+    """The library code a rule runs: inputs, so a code change reruns the rule."""
+    return wf.RULES[rule].code_files()
+
+
+def R(group, key, default):
+    res = config["resources"]
+    return res.get(group, {}).get(key, res.get("default", {}).get(key, default))
+
+
+wildcard_constraints:
+    video="[A-Za-z0-9_-]+",
+    product="[A-Za-z0-9_-]+",
+    shard="[0-9]{4}",
+
+
+rule all:
+    input:
+        f"{A}/dataset",
+        f"{A}/teacher",
+        f"{A}/student_16",
+        f"{A}/student_8",
+        f"{A}/student_4",
+        f"{A}/engine",
+        f"{A}/eval",
+    default_target: True
+    run:
+        print(f"PVTT build complete. Report: {Path(A, 'eval', 'report.html').resolve()}")
+
+
+include: "rules/data.smk"
+include: "rules/segment.smk"
+include: "rules/synth.smk"
+include: "rules/filter.smk"
+include: "rules/pack.smk"
+include: "rules/teacher.smk"
+include: "rules/distill.smk"
+include: "rules/engine.smk"
+include: "rules/eval.smk"

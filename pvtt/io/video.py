@@ -1,0 +1,166 @@
+"""Video and image I/O through the ffmpeg/ffprobe binaries.
+
+ffmpeg is the one decoder and encoder of the build so that every stage sees the same
+frames. Encodes are reproducible: ``-fflags +bitexact``, no metadata, fixed x264 settings
+(x264 is deterministic unless told ``--non-deterministic``), so a rerun gives identical
+bytes and DVC's cache hits.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_path
+
+
+class MediaError(RuntimeError):
+    """A video or image that cannot be read; the message names the file."""
+
+
+def ffmpeg_bin() -> str:
+    exe = os.environ.get("PVTT_FFMPEG") or shutil.which("ffmpeg")
+    if not exe:
+        raise MediaError("ffmpeg not found on PATH (install it: apt-get install ffmpeg, or set PVTT_FFMPEG)")
+    return exe
+
+
+def ffprobe_bin() -> str:
+    exe = os.environ.get("PVTT_FFPROBE") or shutil.which("ffprobe")
+    if not exe:
+        raise MediaError("ffprobe not found on PATH (install it: apt-get install ffmpeg, or set PVTT_FFPROBE)")
+    return exe
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    n_frames: int
+    duration: float
+    codec: str
+
+    def as_dict(self) -> dict:
+        return {"width": self.width, "height": self.height, "fps": round(self.fps, 6),
+                "n_frames": self.n_frames, "duration": round(self.duration, 6), "codec": self.codec}
+
+
+def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
+    """Read stream facts with ffprobe; raise MediaError naming the file if it is not a video."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file (0 bytes)")
+    cmd = [ffprobe_bin(), "-v", "error", "-select_streams", "v:0"]
+    if count_frames:
+        cmd += ["-count_frames"]
+    cmd += ["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_frames,codec_name,duration",
+            "-show_entries", "format=duration", "-of", "json", str(path)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise MediaError(f"{path}: not a readable video ({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'ffprobe failed'})")
+    data = json.loads(res.stdout or "{}")
+    streams = data.get("streams") or []
+    if not streams:
+        raise MediaError(f"{path}: no video stream")
+    s = streams[0]
+    rate = s.get("avg_frame_rate") or s.get("r_frame_rate") or "0/1"
+    if rate in ("0/0", "0/1"):
+        rate = s.get("r_frame_rate") or "0/1"
+    try:
+        fps = float(Fraction(rate))
+    except (ValueError, ZeroDivisionError):
+        fps = 0.0
+    n = s.get("nb_read_frames") or s.get("nb_frames") or 0
+    n_frames = int(n) if str(n).isdigit() else 0
+    duration = float(s.get("duration") or data.get("format", {}).get("duration") or 0.0)
+    if n_frames == 0:
+        raise MediaError(f"{path}: video stream has no decodable frames")
+    if fps <= 0:
+        raise MediaError(f"{path}: unknown frame rate")
+    return VideoInfo(int(s["width"]), int(s["height"]), fps, n_frames, duration, s.get("codec_name", "?"))
+
+
+def read_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, fps: float | None = None,
+                start: float | None = None, duration: float | None = None, threads: int = 1) -> np.ndarray:
+    """Decode to an (N, H, W, 3) uint8 RGB array; ``size`` is (width, height)."""
+    path = Path(path)
+    info = probe(path, count_frames=False) if size is None else None
+    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", str(threads)]
+    if start is not None:
+        cmd += ["-ss", f"{start:.6f}"]
+    cmd += ["-i", str(path)]
+    if duration is not None:
+        cmd += ["-t", f"{duration:.6f}"]
+    filters = []
+    if fps is not None:
+        filters.append(f"fps={fps}")
+    if size is not None:
+        filters.append(f"scale={size[0]}:{size[1]}:flags=area")
+    if filters:
+        cmd += ["-vf", ",".join(filters)]
+    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    res = subprocess.run(cmd, capture_output=True)
+    if res.returncode != 0:
+        raise MediaError(f"{path}: decode failed ({res.stderr.decode(errors='replace').strip()[-300:]})")
+    w, h = size if size is not None else (info.width, info.height)
+    frame_bytes = w * h * 3
+    n = len(res.stdout) // frame_bytes
+    if n == 0:
+        raise MediaError(f"{path}: decoded no frames")
+    return np.frombuffer(res.stdout[: n * frame_bytes], dtype=np.uint8).reshape(n, h, w, 3).copy()
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 17,
+                preset: str = "medium", threads: int = 1) -> None:
+    """Encode (N, H, W, 3) uint8 RGB frames as H.264 yuv420p mp4, byte-reproducibly and atomically."""
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"{path}: expected (N, H, W, 3) frames, got {frames.shape}")
+    n, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"{path}: yuv420p needs even sizes, got {w}x{h}")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{w}x{h}", "-r", f"{Fraction(fps).limit_denominator(1001)}", "-i", "-",
+               "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+               "-threads", str(threads), *BITEXACT, "-f", "mp4", str(tmp)]
+        res = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
+        if res.returncode != 0:
+            raise MediaError(f"{path}: encode failed ({res.stderr.decode(errors='replace').strip()[-300:]})")
+
+
+# Flags that keep encoder output free of timestamps, tool versions and source metadata.
+BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", "-map_chapters", "-1"]
+
+
+def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
+    """Load an image as uint8 array; a missing, empty or undecodable file raises MediaError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert(mode)).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise MediaError(f"{path}: cannot decode image ({e.__class__.__name__}: {e})") from e
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a PNG with no ancillary chunks (no timestamps), atomically."""
+    arr = np.asarray(array, dtype=np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG", optimize=False)

@@ -1,0 +1,176 @@
+"""Mask QC stage: keep the clips whose product masks are trustworthy.
+
+    python scripts/maskqc.py --params '{"maskqc": {...}}' --clips work/clips/V \\
+        --masks work/masks/V --out work/maskqc/V
+
+writes ``OUT/qc.json`` and ``OUT/rejects.jsonl``. Checks per clip (all weight-free):
+
+* temporal IoU: IoU of mask t+1 with mask t carried to t+1 by the frame's dense flow
+  (motion-compensated, so camera and product motion do not count); mean must reach
+  ``min_temporal_iou``; the minimum is reported;
+* empty frames: fraction of frames whose mask covers less than ``min_area_frac`` of the
+  frame (missed detections) must not exceed ``max_empty_frac``;
+* edge check: the largest per-frame fraction of the mask's boundary lying on the frame
+  border (a product cut by the frame, or background taken for the product) must not
+  exceed ``max_border_frac``;
+* area jumps: the largest relative area change between consecutive frames
+  ``|a(t+1) - a(t)| / max(a(t), a(t+1))`` (sudden misses or false detections) must not
+  exceed ``max_area_jump``.
+
+Only clips present in ``masks.json`` are checked; clips rejected upstream are absent.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import cli
+from .io.atomic import atomic_path
+from .io.jsonio import read_json, write_json
+from .io.masks import load_masks
+from .io.rejects import Rejects
+from .io.video import MediaError, read_frames
+from .metrics import flow, iou, warp
+
+log = logging.getLogger("pvtt.maskqc")
+
+STAGE = "maskqc"
+DEFAULTS: dict[str, Any] = {
+    "min_temporal_iou": 0.9,
+    "min_area_frac": 0.003,
+    "max_empty_frac": 0.05,
+    "max_border_frac": 0.5,
+    "max_area_jump": 0.5,
+}
+
+
+def validate_params(params: dict) -> dict:
+    """The ``maskqc`` section merged over :data:`DEFAULTS`; bad values raise ValueError naming the key."""
+    sec = params.get("maskqc", {}) if isinstance(params, dict) else None
+    if not isinstance(sec, dict):
+        raise ValueError("params key 'maskqc' must be a mapping")
+    unknown = sorted(set(sec) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"params key 'maskqc.{unknown[0]}' is not known (known: {', '.join(sorted(DEFAULTS))})")
+    cfg = {**DEFAULTS, **sec}
+    for key, v in cfg.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"params key 'maskqc.{key}' must be a number in [0, 1], got {v!r}")
+        cfg[key] = float(v)
+    return cfg
+
+
+def temporal_ious(frames: np.ndarray, masks: np.ndarray) -> list[float]:
+    """IoU(mask[t+1], mask[t] warped to t+1 by the Farneback flow t+1 -> t), t = 0..N-2."""
+    out = []
+    for t in range(len(masks) - 1):
+        if not masks[t].any() and not masks[t + 1].any():
+            out.append(1.0)
+            continue
+        back = flow(frames[t + 1], frames[t])
+        out.append(iou(warp(masks[t], back), masks[t + 1]))
+    return out
+
+
+def border_fraction(mask: np.ndarray) -> float:
+    """Fraction of the mask's boundary pixels that lie on the outermost ring of the frame."""
+    if not mask.any():
+        return 0.0
+    m = mask.astype(np.uint8)
+    inner = cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    boundary = mask & ~inner.astype(bool)
+    ring = np.zeros_like(mask)
+    ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
+    return float((boundary & ring).sum() / max(boundary.sum(), 1))
+
+
+def area_jumps(areas: np.ndarray) -> np.ndarray:
+    """Relative area change between consecutive frames, 0 where both are empty."""
+    a0, a1 = areas[:-1], areas[1:]
+    top = np.maximum(a0, a1)
+    return np.where(top > 0, np.abs(a1 - a0) / np.where(top > 0, top, 1), 0.0)
+
+
+def clip_qc(frames: np.ndarray, masks: np.ndarray, cfg: dict) -> dict:
+    """Metrics and verdict of one clip's masks (cfg: a validated ``maskqc`` section)."""
+    if masks.shape != frames.shape[:3]:
+        raise ValueError(f"masks {masks.shape} do not match frames {frames.shape[:3]}")
+    areas = masks.reshape(len(masks), -1).mean(axis=1)
+    tiou = temporal_ious(frames, masks) or [1.0]
+    empty = float(np.mean(areas < max(cfg["min_area_frac"], 1e-12)))
+    border = max(border_fraction(m) for m in masks)
+    jump = float(area_jumps(areas).max()) if len(areas) > 1 else 0.0
+    res = {"temporal_iou_mean": round(float(np.mean(tiou)), 4), "temporal_iou_min": round(float(np.min(tiou)), 4),
+           "empty_frac": round(empty, 4), "border_frac": round(border, 4), "area_jump_max": round(jump, 4)}
+    reasons = []
+    if res["temporal_iou_mean"] < cfg["min_temporal_iou"]:
+        reasons.append(f"low temporal IoU: mean {res['temporal_iou_mean']:.3f} < {cfg['min_temporal_iou']}")
+    if res["empty_frac"] > cfg["max_empty_frac"]:
+        reasons.append(f"empty masks: {res['empty_frac']:.3f} of frames below area {cfg['min_area_frac']} > {cfg['max_empty_frac']}")
+    if res["border_frac"] > cfg["max_border_frac"]:
+        reasons.append(f"mask on frame border: {res['border_frac']:.3f} of its boundary > {cfg['max_border_frac']}")
+    if res["area_jump_max"] > cfg["max_area_jump"]:
+        reasons.append(f"sudden area jump: {res['area_jump_max']:.3f} > {cfg['max_area_jump']}")
+    return {**res, "kept": not reasons, "reasons": reasons}
+
+
+def run(clips_dir: str | Path, masks_dir: str | Path, out: str | Path, params: dict) -> dict:
+    """QC every clip of ``masks_dir/masks.json``; return what qc.json holds."""
+    cfg = validate_params(params)
+    clips_dir, masks_dir = Path(clips_dir), Path(masks_dir)
+    index = read_json(masks_dir / "masks.json")
+    clips_index = read_json(clips_dir / "clips.json")
+    clip_paths = {c["id"]: c["path"] for c in clips_index.get("clips") or []}
+    video = index.get("video") or clips_index.get("video") or masks_dir.name
+    rejects = Rejects(STAGE)
+    result: dict = {"video": video, "clips": {}}
+    ids = sorted(index.get("clips") or {})
+    for i, cid in enumerate(ids):
+        t0 = time.perf_counter()
+        if cid not in clip_paths:
+            rejects.add(cid, "clip missing: not listed in clips.json")
+            continue
+        try:
+            frames = read_frames(clips_dir / clip_paths[cid])
+        except MediaError as e:
+            rejects.add(cid, f"unreadable clip: {e}")
+            continue
+        mpath = masks_dir / index["clips"][cid].get("path", f"{cid}.npy.gz")
+        try:
+            masks = load_masks(mpath)
+        except (OSError, ValueError, EOFError) as e:
+            rejects.add(cid, f"unreadable masks: {mpath.name}: {e.__class__.__name__}: {e}")
+            continue
+        if masks.ndim != 3 or masks.shape != frames.shape[:3]:
+            rejects.add(cid, f"mask/clip mismatch: masks {tuple(masks.shape)} vs frames {tuple(frames.shape[:3])}")
+            continue
+        res = clip_qc(frames, masks, cfg)
+        result["clips"][cid] = res
+        if not res["kept"]:
+            rejects.add(cid, "; ".join(res["reasons"]), checks=res["reasons"],
+                        **{k: res[k] for k in ("temporal_iou_mean", "temporal_iou_min", "empty_frac", "border_frac", "area_jump_max")})
+        log.info("%s %s (%d/%d): %s, temporal IoU mean %.3f min %.3f, empty %.3f, border %.3f, jump %.3f, %.2fs",
+                 video, cid, i + 1, len(ids), "kept" if res["kept"] else "dropped", res["temporal_iou_mean"],
+                 res["temporal_iou_min"], res["empty_frac"], res["border_frac"], res["area_jump_max"],
+                 time.perf_counter() - t0)
+    with atomic_path(out, directory=True) as tmp:
+        write_json(tmp / "qc.json", result)
+        rejects.write(tmp / "rejects.jsonl")
+    kept = sum(c["kept"] for c in result["clips"].values())
+    log.info("%s: %d of %d clips kept, %d rejected %s", video, kept, len(ids), len(rejects), rejects.by_reason())
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.setup_logging()
+    ap = cli.parser("Quality checks of the product masks of one video; decides which clips are kept.")
+    ap.add_argument("--clips", required=True, help="work/clips/<video> (clips.json + clip videos)")
+    ap.add_argument("--masks", required=True, help="work/masks/<video> (masks.json + <clip>.npy.gz)")
+    ap.add_argument("--out", required=True, help="output directory work/maskqc/<video>")
+    args = ap.parse_args(argv)
+    run(args.clips, args.masks, args.out, args.params)

@@ -1,0 +1,396 @@
+"""Masks stage: one binary product mask per clip frame.
+
+    python scripts/masks.py --params '{"masks": {...}}' --clips work/clips/V --out work/masks/V
+
+writes ``OUT/<clip_id>.npy.gz`` (``pvtt.io.masks.save_masks``, shape (n_frames, H, W)),
+``OUT/masks.json`` and ``OUT/rejects.jsonl``.
+
+Segmentation is a backend chosen by ``masks.backend``. The weight-free ``classical`` backend
+detects the product on the first frame and propagates the mask with dense optical flow:
+
+* detection: the background colour model is estimated from the frame border (the product
+  stays inside the frame); every pixel is scored by its Mahalanobis distance in CIELAB
+  chroma (a*, b*) to that model, thresholded with Otsu and then at the midpoint between the
+  background and product levels (the 50 % coverage line of an anti-aliased edge), cleaned by
+  morphology, reduced to the largest connected component, holes filled;
+* propagation: mask t is warped to frame t+1 with the Farneback flow t+1 -> t, then
+  re-segmented with the same colour model restricted to a dilated band around the warped
+  mask (threshold re-estimated in the band, background model re-estimated away from the
+  product), so the mask follows the product's rotation and does not drift. Where the
+  refinement disagrees grossly with the warped mask, the warped mask is kept.
+
+The real backend (Grounding DINO on the first frame + SAM2 video propagation) registers
+itself under another name in :data:`BACKENDS` when it is added.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from . import cli
+from .io.atomic import atomic_path
+from .io.jsonio import read_json, write_json
+from .io.masks import save_masks
+from .io.rejects import Rejects
+from .io.video import MediaError, read_frames
+from .metrics import flow, warp
+
+log = logging.getLogger("pvtt.masks")
+
+STAGE = "masks"
+DEFAULTS: dict[str, Any] = {"backend": "classical", "min_area_frac": 0.003}
+NO_PRODUCT = "no product detected"
+
+
+# --------------------------------------------------------------------------- backends
+
+class MaskBackend(abc.ABC):
+    """Segments the one product of a clip: (N, H, W, 3) uint8 RGB -> (N, H, W) bool.
+
+    An empty first-frame mask means "no product detected"; the stage rejects the clip.
+    """
+
+    name: str = ""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+
+    @abc.abstractmethod
+    def segment(self, frames: np.ndarray) -> np.ndarray:
+        ...
+
+
+BACKENDS: dict[str, type[MaskBackend]] = {}
+
+
+def register(name: str) -> Callable[[type[MaskBackend]], type[MaskBackend]]:
+    def deco(cls: type[MaskBackend]) -> type[MaskBackend]:
+        cls.name = name
+        BACKENDS[name] = cls
+        return cls
+    return deco
+
+
+def get_backend(name: str, cfg: dict) -> MaskBackend:
+    if name not in BACKENDS:
+        raise ValueError(f"params key 'masks.backend': unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
+    return BACKENDS[name](cfg)
+
+
+# --------------------------------------------------------------------------- colour model
+
+_RIDGE = 4.0          # added to the chroma covariance (Lab units^2): a grey background with
+                      # almost no chroma noise must not make every faint tint "far"
+_MIN_SCORE = 5.0      # Mahalanobis distance below which a pixel is never product
+_MIN_CHROMA = 12.0    # a detected product must differ from the background by this much a*b* chroma
+
+
+def lab_chroma(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 2) float32 CIELAB a*, b* of an RGB uint8 frame."""
+    lab = cv2.cvtColor(frame.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    return lab[..., 1:]
+
+
+class ChromaModel:
+    """Gaussian model of the background's (a*, b*) chroma; score = Mahalanobis distance."""
+
+    def __init__(self, samples: np.ndarray, keep: float = 0.9, max_samples: int = 4000):
+        """Robust fit: median centre, covariance of the ``keep`` fraction nearest to it, so a
+        product that happens to touch the sampled border does not inflate the model."""
+        samples = samples.reshape(-1, 2).astype(np.float64)
+        if len(samples) > max_samples:                      # deterministic thinning
+            samples = samples[:: -(-len(samples) // max_samples)]
+        self.mean = np.median(samples, axis=0)
+        d = samples - self.mean
+        r = np.hypot(d[:, 0], d[:, 1])
+        for _ in range(2):
+            core = d[r <= np.quantile(r, keep)] if len(d) > 10 else d
+            cov = core.T @ core / max(len(core) - 1, 1) + _RIDGE * np.eye(2)
+            self.icov = np.linalg.inv(cov)
+            r = self._dist(d)
+
+    def _dist(self, d: np.ndarray) -> np.ndarray:
+        (a, b), (_, c) = self.icov
+        x, y = d[..., 0], d[..., 1]
+        return np.sqrt(np.maximum(a * x * x + 2 * b * x * y + c * y * y, 0.0))
+
+    def score(self, ab: np.ndarray) -> np.ndarray:
+        return self._dist(ab.astype(np.float64) - self.mean).astype(np.float32)
+
+
+def _border(h: int, w: int, width: int) -> np.ndarray:
+    b = np.zeros((h, w), bool)
+    b[:width], b[-width:], b[:, :width], b[:, -width:] = True, True, True, True
+    return b
+
+
+def _disk(r: int) -> np.ndarray:
+    r = max(int(r), 0)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _dilate(m: np.ndarray, r: int) -> np.ndarray:
+    return cv2.dilate(m.astype(np.uint8), _disk(r)).astype(bool) if r > 0 else m.copy()
+
+
+def _erode(m: np.ndarray, r: int) -> np.ndarray:
+    return cv2.erode(m.astype(np.uint8), _disk(r), borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool) if r > 0 else m.copy()
+
+
+def fill_holes(m: np.ndarray, score: np.ndarray | None = None, t: float = 0.0,
+               max_bg_hole: float = 0.03) -> np.ndarray:
+    """Fill the background regions enclosed by the mask.
+
+    With ``score``, an enclosed region larger than ``max_bg_hole`` of the mask whose median
+    score is below ``t / 2`` looks like background seen through the product (a bag's
+    handle) and stays open; small holes (dark texture, glints) are always filled.
+    """
+    inv = (~m).astype(np.uint8)
+    n, lab = cv2.connectedComponents(inv, connectivity=4)
+    if n <= 2:
+        return m.copy()
+    edge = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])).tolist())
+    out = m.copy()
+    area = m.sum()
+    for k in range(1, n):
+        if k in edge:
+            continue
+        hole = lab == k
+        if score is not None and hole.sum() > max_bg_hole * area and np.median(score[hole]) < 0.5 * t:
+            continue
+        out |= hole
+    return out
+
+
+def largest_component(m: np.ndarray, prefer: np.ndarray | None = None) -> np.ndarray:
+    """Largest 8-connected component, or the one overlapping ``prefer`` most."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(m, bool)
+    if prefer is not None and prefer.any():
+        overlap = np.bincount(lab[prefer], minlength=n)
+        overlap[0] = 0
+        if overlap.max() > 0:
+            return lab == int(np.argmax(overlap))
+    return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def _midpoint(score: np.ndarray, fg: np.ndarray, bg: np.ndarray) -> tuple[float, float] | None:
+    """Typical (median) score of the product and of the background next to it."""
+    if fg.sum() < 4 or bg.sum() < 4:
+        return None
+    return float(np.median(score[fg])), float(np.median(score[bg]))
+
+
+def luma(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s grey-guide guided filter: ``src`` smoothed, with the edges of ``guide``."""
+    k = (2 * radius + 1, 2 * radius + 1)
+    box = lambda x: cv2.boxFilter(x, cv2.CV_32F, k, borderType=cv2.BORDER_REFLECT)
+    mi, ms = box(guide), box(src)
+    var = box(guide * guide) - mi * mi
+    cov = box(guide * src) - mi * ms
+    a = cov / (var + eps)
+    b = ms - a * mi
+    return box(a) * guide + box(b)
+
+
+_GF_RADIUS = 2
+_GF_EPS = 1e-3
+
+
+def _segment(frame: np.ndarray, score: np.ndarray, fg_level: float, bg_level: float,
+             zone: np.ndarray | None = None, prefer: np.ndarray | None = None) -> np.ndarray:
+    """Soft product alpha from the score, sharpened on the luma edges, cut at 50 %, cleaned.
+
+    The chroma planes of a yuv420p video are half resolution, so a chroma-only cut is off by
+    up to a pixel on every edge; luma is full resolution and the guided filter moves the
+    edge onto it wherever the product and background differ in brightness.
+    """
+    t = max(0.5 * (fg_level + bg_level), _MIN_SCORE)
+    span = max(fg_level - bg_level, 1e-3)
+    alpha = np.clip((score - bg_level) / span, 0.0, 1.0).astype(np.float32)
+    alpha = guided_filter(luma(frame), alpha, _GF_RADIUS, _GF_EPS)
+    m = (alpha > 0.5) & (score > _MIN_SCORE * 0.5)
+    if zone is not None:
+        m &= zone
+    m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, _disk(1)).astype(bool)
+    m = largest_component(m, prefer)
+    m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, _disk(1)).astype(bool)
+    return fill_holes(m, score, t)
+
+
+def detect_product(frame: np.ndarray, min_area_frac: float = 0.003, max_area_frac: float = 0.6,
+                   border: int | None = None) -> np.ndarray:
+    """Saliency/colour detection of the one product on a frame; empty mask if none.
+
+    Returns an (H, W) bool mask; empty when nothing stands out from the border's colours
+    by at least ``_MIN_CHROMA`` or the region covers less than ``min_area_frac`` or more
+    than ``max_area_frac`` of the frame.
+    """
+    h, w = frame.shape[:2]
+    empty = np.zeros((h, w), bool)
+    bw = border or max(2, round(0.05 * min(h, w)))
+    ab = lab_chroma(frame)
+    model = ChromaModel(ab[_border(h, w, bw)])
+    score = model.score(ab)
+    hi = float(np.percentile(score, 99.5))
+    if hi <= _MIN_SCORE:
+        return empty
+    s8 = np.clip(score / hi * 255.0, 0, 255).astype(np.uint8)
+    otsu, _ = cv2.threshold(s8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    t = max(otsu / 255.0 * hi, _MIN_SCORE)
+    m = largest_component(cv2.morphologyEx((score > t).astype(np.uint8), cv2.MORPH_OPEN, _disk(1)).astype(bool))
+    if not m.any():
+        return empty
+    m = fill_holes(m)
+    # second pass: background model from everything away from the candidate, 50 % cut
+    far = ~_dilate(m, max(3, round(0.02 * max(h, w))))
+    if far.sum() < 50:
+        return empty
+    model = ChromaModel(ab[far])
+    score = model.score(ab)
+    levels = _midpoint(score, _erode(m, 1), far)
+    if levels is not None:
+        m = _segment(frame, score, *levels, prefer=m)
+    area = m.mean()
+    if not m.any() or area < min_area_frac or area > max_area_frac:
+        return empty
+    chroma = np.linalg.norm(np.median(ab[m], axis=0) - model.mean)
+    if chroma < _MIN_CHROMA:
+        return empty
+    return m
+
+
+def refine(frame: np.ndarray, prior: np.ndarray, band: int, fallback: tuple[float, float]
+           ) -> tuple[np.ndarray, tuple[float, float]]:
+    """Re-segment ``frame`` near the warped mask ``prior``; returns (mask, (fg, bg) levels)."""
+    ab = lab_chroma(frame)
+    far = ~_dilate(prior, band + 2)
+    model = ChromaModel(ab[far]) if far.sum() > 50 else ChromaModel(ab[_border(*prior.shape, 2)])
+    score = model.score(ab)
+    zone = _dilate(prior, band)
+    ring = zone & ~_dilate(prior, 2)
+    levels = _midpoint(score, _erode(prior, 2), ring) or fallback
+    return _segment(frame, score, *levels, zone=zone, prefer=prior), levels
+
+
+@register("classical")
+class ClassicalMaskBackend(MaskBackend):
+    """First-frame colour/saliency detection + Farneback flow propagation (no weights)."""
+
+    def segment(self, frames: np.ndarray) -> np.ndarray:
+        n, h, w = frames.shape[:3]
+        out = np.zeros((n, h, w), bool)
+        m0 = detect_product(frames[0], self.cfg.get("min_area_frac", DEFAULTS["min_area_frac"]))
+        if not m0.any():
+            return out
+        out[0] = m0
+        levels = None
+        for t in range(1, n):
+            prev = out[t - 1]
+            if not prev.any():
+                break
+            back = flow(frames[t], frames[t - 1])          # frame t pixel -> where it was in t-1
+            pred = warp(prev, back)
+            if not pred.any():
+                pred = prev
+            size = np.sqrt(pred.sum())
+            band = int(np.clip(round(0.15 * size), 3, 12))
+            m, cur = refine(frames[t], pred, band, levels or (4 * _MIN_SCORE, 0.0))
+            inter = np.logical_and(m, pred).sum()
+            union = np.logical_or(m, pred).sum()
+            if union == 0 or inter / union < 0.5:
+                log.debug("frame %d: refinement disagrees with the flow (IoU %.2f), keeping the warped mask", t,
+                          inter / max(union, 1))
+                m = pred
+            else:
+                levels = cur
+            out[t] = m
+        return out
+
+
+# --------------------------------------------------------------------------- stage
+
+def validate_params(params: dict) -> dict:
+    """The ``masks`` section merged over :data:`DEFAULTS`; bad values raise ValueError naming the key."""
+    sec = params.get("masks", {}) if isinstance(params, dict) else None
+    if not isinstance(sec, dict):
+        raise ValueError("params key 'masks' must be a mapping")
+    unknown = sorted(set(sec) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"params key 'masks.{unknown[0]}' is not known (known: {', '.join(sorted(DEFAULTS))})")
+    cfg = {**DEFAULTS, **sec}
+    if not isinstance(cfg["backend"], str) or cfg["backend"] not in BACKENDS:
+        raise ValueError(f"params key 'masks.backend': unknown backend {cfg['backend']!r} (known: {', '.join(sorted(BACKENDS))})")
+    v = cfg["min_area_frac"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError(f"params key 'masks.min_area_frac' must be a number in [0, 1), got {v!r}")
+    cfg["min_area_frac"] = float(v)
+    return cfg
+
+
+def mask_stats(masks: np.ndarray) -> tuple[list[float], list[list[int] | None]]:
+    """Per-frame area fraction (6 decimals) and bbox [x0, y0, x1, y1] (x1, y1 exclusive) or None."""
+    areas, boxes = [], []
+    for m in masks:
+        areas.append(round(float(m.mean()), 6))
+        ys = np.flatnonzero(m.any(axis=1))
+        xs = np.flatnonzero(m.any(axis=0))
+        boxes.append(None if len(xs) == 0 else [int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1])
+    return areas, boxes
+
+
+def run(clips_dir: str | Path, out: str | Path, params: dict) -> dict:
+    """Segment every clip listed in ``clips_dir/clips.json``; return what masks.json holds."""
+    cfg = validate_params(params)
+    backend = get_backend(cfg["backend"], cfg)
+    clips_dir = Path(clips_dir)
+    index = read_json(clips_dir / "clips.json")
+    video = index.get("video") or clips_dir.name
+    rejects = Rejects(STAGE)
+    result: dict = {"video": video, "clips": {}}
+    clips = sorted(index.get("clips") or [], key=lambda c: c["id"])
+    with atomic_path(out, directory=True) as tmp:
+        for i, clip in enumerate(clips):
+            cid = clip["id"]
+            t0 = time.perf_counter()
+            try:
+                frames = read_frames(clips_dir / clip["path"])
+            except MediaError as e:
+                rejects.add(cid, f"unreadable clip: {e}")
+                continue
+            masks = backend.segment(frames)
+            if masks.shape != frames.shape[:3]:
+                raise RuntimeError(f"backend {backend.name} returned masks {masks.shape} for frames {frames.shape}")
+            if masks[0].mean() < cfg["min_area_frac"] or not masks[0].any():
+                rejects.add(cid, NO_PRODUCT, backend=backend.name)
+                continue
+            save_masks(tmp / f"{cid}.npy.gz", masks)
+            areas, boxes = mask_stats(masks)
+            result["clips"][cid] = {"n_frames": int(len(masks)), "area_frac": areas, "bbox": boxes,
+                                    "backend": backend.name, "path": f"{cid}.npy.gz"}
+            log.info("%s %s (%d/%d): %d frames, mean area %.3f, %.2fs", video, cid, i + 1, len(clips),
+                     len(masks), float(np.mean(areas)), time.perf_counter() - t0)
+        write_json(tmp / "masks.json", result)
+        rejects.write(tmp / "rejects.jsonl")
+    log.info("%s: %d clips masked, %d rejected %s", video, len(result["clips"]), len(rejects), rejects.by_reason())
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.setup_logging()
+    ap = cli.parser("Per-frame product masks for the clips of one video.")
+    ap.add_argument("--clips", required=True, help="work/clips/<video> (clips.json + clip videos)")
+    ap.add_argument("--out", required=True, help="output directory work/masks/<video>")
+    args = ap.parse_args(argv)
+    run(args.clips, args.out, args.params)

@@ -1,0 +1,21 @@
+"""Local weight files: the one place that says where a real backend's weights must be.
+
+Machines here are offline, so a real backend never downloads; a missing file stops with an
+error that names the path and how to get it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MissingWeightsError(FileNotFoundError):
+    pass
+
+
+def require_weights(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise MissingWeightsError(
+            f"{what}: weights not found at '{p}'. Fetch them with `dvc pull {p}` (or place the "
+            f"file there) and point the params key at it; nothing is downloaded at run time.")
+    return p

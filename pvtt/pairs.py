@@ -1,0 +1,353 @@
+"""Pairs: kept clips x other products' views -> candidate edit pairs, assigned to shards.
+
+A candidate is (kept clip, view of a product other than the clip's own). It passes the
+rationality filter when the new product's category may replace the clip's category
+(``pairs.compatible``) and the view's aspect ratio is within ``pairs.max_aspect_change``
+of the original product's median bbox aspect in the clip. Per clip at most
+``pairs.products_per_clip`` products are kept, ranked by sha256(seed, clip, product), each
+with one view ranked the same way, so adding a product never reshuffles the others.
+
+Pairs go to a fixed number of shards (``num_shards``, computed from params and the number
+of videos at DAG-parse time) by the hash of the pair id, so that the DAG grows with videos
+and shards, never with pairs.
+
+Outputs (``--out`` directory, written atomically)::
+
+    shard-0000.json ... shard-{S-1:04d}.json   {"shard": i, "pairs": [pair, ...]}  (sorted by id)
+    summary.json                               counts: candidates, kept, rejected_by_reason, per_shard
+    rejects.jsonl                              video/clip/view-level failures (stage "pairs")
+
+Per-pair filter rejections are counted in ``summary.json`` (there are many), not listed.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import cli
+from .io.atomic import atomic_path
+from .io.jsonio import read_json, write_json
+from .io.rejects import Rejects
+
+log = logging.getLogger(__name__)
+
+STAGE = "pairs"
+PAIR_FIELDS = ("id", "clip", "video", "shot", "product", "view", "source_product", "category_from",
+               "category_to", "clip_path", "mask_path", "background_path", "reference_path", "caption")
+FILTER_REASONS = ("incompatible_category", "aspect_change")
+
+
+# ----------------------------------------------------------------------------- params
+
+def _pos_int(p: dict, key: str) -> int:
+    if key not in p:
+        raise ValueError(f"params key 'pairs.{key}' is missing")
+    v = p[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"params key 'pairs.{key}' must be an integer >= 1, got {v!r}")
+    return v
+
+
+def validate_pairs_params(pairs_params: Any) -> dict:
+    """Check the ``pairs`` subtree; return a normalised copy. Errors name the key."""
+    if not isinstance(pairs_params, dict):
+        raise ValueError(f"params key 'pairs' must be a mapping, got {type(pairs_params).__name__}")
+    p = pairs_params
+    out = {k: _pos_int(p, k) for k in ("expected_clips_per_video", "products_per_clip", "pairs_per_shard")}
+    if "max_aspect_change" not in p:
+        raise ValueError("params key 'pairs.max_aspect_change' is missing")
+    mac = p["max_aspect_change"]
+    if isinstance(mac, bool) or not isinstance(mac, (int, float)) or not math.isfinite(mac) or mac < 1.0:
+        raise ValueError(f"params key 'pairs.max_aspect_change' must be a number >= 1, got {mac!r}")
+    out["max_aspect_change"] = float(mac)
+    comp = p.get("compatible")
+    if not isinstance(comp, dict) or not comp:
+        raise ValueError(f"params key 'pairs.compatible' must be a non-empty mapping category -> [categories], got {comp!r}")
+    norm: dict[str, list[str]] = {}
+    for cat, targets in comp.items():
+        if not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets):
+            raise ValueError(f"params key 'pairs.compatible.{cat}' must be a list of category names, got {targets!r}")
+        norm[str(cat)] = sorted(set(targets))
+    out["compatible"] = norm
+    return out
+
+
+def _seed(params: dict) -> int:
+    if "seed" not in params:
+        raise ValueError("params key 'seed' is missing")
+    s = params["seed"]
+    if isinstance(s, bool) or not isinstance(s, int):
+        raise ValueError(f"params key 'seed' must be an integer, got {s!r}")
+    return s
+
+
+def num_shards(pairs_params: dict, n_videos: int) -> int:
+    """Number of pair shards: max(1, ceil(n_videos * clips/video * products/clip / pairs/shard)).
+
+    Pure and cheap: the Snakefile calls it at parse time, so the DAG depends on the number
+    of videos and on params only, never on how many pairs survive.
+    """
+    p = validate_pairs_params(pairs_params)
+    if isinstance(n_videos, bool) or not isinstance(n_videos, int) or n_videos < 0:
+        raise ValueError(f"n_videos must be a non-negative integer, got {n_videos!r}")
+    expected = n_videos * p["expected_clips_per_video"] * p["products_per_clip"]
+    return max(1, math.ceil(expected / p["pairs_per_shard"]))
+
+
+# ----------------------------------------------------------------------------- hashing
+
+def _sha(*parts: Any) -> str:
+    return hashlib.sha256("\0".join(str(x) for x in parts).encode("utf-8")).hexdigest()
+
+
+def shard_of(pair_id: str, n_shards: int) -> int:
+    """Shard index of a pair: int(sha256(pair_id)[:8], 16) % n_shards."""
+    return int(hashlib.sha256(pair_id.encode("utf-8")).hexdigest()[:8], 16) % n_shards
+
+
+def pair_id(clip_id: str, product: str, view: Any) -> str:
+    return f"{clip_id}__{product}_{view}"
+
+
+def make_caption(category_from: str, product: dict, video_caption: str | None) -> str:
+    """Instruction caption from the new product's metadata and the source video's caption."""
+    what = (product.get("caption") or product.get("name") or product.get("category") or product["id"]).strip()
+    text = f"Replace the {category_from} with {what}"
+    vc = (video_caption or "").strip()
+    return f"{text}; {vc}" if vc else text
+
+
+# ----------------------------------------------------------------------------- index
+
+def _rows(conn: sqlite3.Connection, sql: str, args: tuple = ()) -> list[dict]:
+    cur = conn.execute(sql, args)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def open_index(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: index not found (run the index stage first)")
+    return sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True)
+
+
+def _median_aspect(bboxes: list) -> float | None:
+    asp = []
+    for b in bboxes or []:
+        if b is None or len(b) != 4:
+            continue
+        x0, y0, x1, y1 = (float(v) for v in b)
+        w, h = x1 - x0, y1 - y0
+        if w > 0 and h > 0:
+            asp.append(w / h)
+    return float(np.median(asp)) if asp else None
+
+
+def _view_aspect(v: dict) -> float | None:
+    a = v.get("aspect")
+    if a is not None and float(a) > 0:
+        return float(a)
+    w, h = v.get("width"), v.get("height")
+    if w and h and float(w) > 0 and float(h) > 0:
+        return float(w) / float(h)
+    return None
+
+
+# ----------------------------------------------------------------------------- build
+
+def build_pairs(work: str | Path, videos: list[str], params: dict, n_shards: int) -> tuple[list[list[dict]], dict, Rejects]:
+    """Return (pairs per shard, summary, rejects) for ``videos`` under ``work``."""
+    work = Path(work)
+    seed = _seed(params)
+    pp = validate_pairs_params(params.get("pairs"))
+    if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+        raise ValueError(f"num_shards must be an integer >= 1, got {n_shards!r}")
+    rejects = Rejects(STAGE)
+    videos = sorted(set(videos))
+
+    conn = open_index(work / "index.sqlite")
+    try:
+        products = {r["id"]: r for r in _rows(conn, "SELECT id, status, category, name, caption FROM products ORDER BY id")}
+        view_rows = _rows(conn, "SELECT product, view, path, width, height, aspect, status FROM views ORDER BY product, view")
+        video_rows = {r["id"]: r for r in _rows(conn, "SELECT id, status, category, caption, product_id FROM videos ORDER BY id")}
+        clip_rows: dict[str, list[dict]] = {}
+        for r in _rows(conn, "SELECT id, video, shot, path, n_frames, fps, width, height FROM clips ORDER BY id"):
+            clip_rows.setdefault(r["video"], []).append(r)
+    finally:
+        conn.close()
+
+    # Usable views of usable products, in sorted order.
+    views_by_product: dict[str, list[dict]] = {}
+    for v in view_rows:
+        pid = v["product"]
+        prod = products.get(pid)
+        if prod is None or prod.get("status") != "ok" or v.get("status") != "ok":
+            continue
+        item = f"{pid}/{v['view']}"
+        if not prod.get("category"):
+            rejects.add(item, "product_without_category")
+            continue
+        aspect = _view_aspect(v)
+        if aspect is None:
+            rejects.add(item, "view_without_aspect")
+            continue
+        if not v.get("path") or not (work / v["path"]).is_file():
+            rejects.add(item, "missing_reference_file", path=v.get("path"))
+            continue
+        views_by_product.setdefault(pid, []).append({**v, "aspect": aspect})
+    candidates_products = sorted(views_by_product)
+
+    counts = {r: 0 for r in FILTER_REASONS}
+    n_candidates = n_own = n_rational = 0
+    clips_considered = clips_paired = 0
+    pairs: list[dict] = []
+
+    for vid in videos:
+        vrow = video_rows.get(vid)
+        if vrow is None:
+            rejects.add(vid, "video_not_indexed")
+            continue
+        if vrow.get("status") != "ok":
+            rejects.add(vid, "video_not_ok", status=vrow.get("status"))
+            continue
+        qc_path = work / "maskqc" / vid / "qc.json"
+        masks_json = work / "masks" / vid / "masks.json"
+        try:
+            qc = read_json(qc_path)
+            mstats = read_json(masks_json)
+        except (OSError, ValueError) as e:
+            rejects.add(vid, "missing_mask_outputs", error=f"{e.__class__.__name__}: {e}")
+            continue
+        kept = sorted(c for c, rec in (qc.get("clips") or {}).items() if isinstance(rec, dict) and rec.get("kept"))
+        indexed = {c["id"]: c for c in clip_rows.get(vid, [])}
+        source_product = vrow.get("product_id")
+        category_from = vrow.get("category") or (products.get(source_product) or {}).get("category")
+        if not category_from:
+            for c in kept:
+                rejects.add(c, "unknown_source_category", video=vid)
+            continue
+        allowed = set(pp["compatible"].get(category_from, []))
+
+        for cid in kept:
+            crow = indexed.get(cid)
+            if crow is None:
+                rejects.add(cid, "clip_not_indexed", video=vid)
+                continue
+            mask_rel = f"masks/{vid}/{cid}.npy.gz"
+            bg_rel = f"backgrounds/{vid}/{cid}.mp4"
+            if not (work / mask_rel).is_file():
+                rejects.add(cid, "missing_mask", path=mask_rel)
+                continue
+            if not (work / bg_rel).is_file():
+                rejects.add(cid, "missing_background", path=bg_rel)
+                continue
+            cstats = (mstats.get("clips") or {}).get(cid)
+            aspect_from = _median_aspect((cstats or {}).get("bbox"))
+            if aspect_from is None:
+                rejects.add(cid, "no_product_bbox", video=vid)
+                continue
+            clips_considered += 1
+
+            rational: dict[str, list[dict]] = {}
+            for pid in candidates_products:
+                if pid == source_product:
+                    n_own += len(views_by_product[pid])
+                    continue
+                cat_to = products[pid]["category"]
+                for v in views_by_product[pid]:
+                    n_candidates += 1
+                    if cat_to not in allowed:
+                        counts["incompatible_category"] += 1
+                        continue
+                    ratio = v["aspect"] / aspect_from
+                    if max(ratio, 1.0 / ratio) > pp["max_aspect_change"]:
+                        counts["aspect_change"] += 1
+                        continue
+                    n_rational += 1
+                    rational.setdefault(pid, []).append(v)
+            if not rational:
+                rejects.add(cid, "no_compatible_product", video=vid, category=category_from)
+                continue
+            clips_paired += 1
+            chosen = sorted(rational, key=lambda p: (_sha(seed, cid, p), p))[: pp["products_per_clip"]]
+            for pid in sorted(chosen):
+                v = min(rational[pid], key=lambda r: (_sha(seed, cid, pid, r["view"]), str(r["view"])))
+                prod = products[pid]
+                pid_str = pair_id(cid, pid, v["view"])
+                pairs.append({
+                    "id": pid_str,
+                    "clip": cid,
+                    "video": vid,
+                    "shot": crow.get("shot"),
+                    "product": pid,
+                    "view": v["view"],
+                    "source_product": source_product,
+                    "category_from": category_from,
+                    "category_to": prod["category"],
+                    "clip_path": crow["path"],
+                    "mask_path": mask_rel,
+                    "background_path": bg_rel,
+                    "reference_path": v["path"],
+                    "caption": make_caption(category_from, prod, vrow.get("caption")),
+                })
+
+    shards: list[list[dict]] = [[] for _ in range(n_shards)]
+    for p in pairs:
+        shards[shard_of(p["id"], n_shards)].append(p)
+    for s in shards:
+        s.sort(key=lambda p: p["id"])
+
+    summary = {
+        "videos": len(videos),
+        "clips_considered": clips_considered,
+        "clips_paired": clips_paired,
+        "candidates": n_candidates,
+        "own_product_excluded": n_own,
+        "rational": n_rational,
+        "kept": len(pairs),
+        "not_selected": n_rational - len(pairs),
+        "rejected_by_reason": dict(sorted(counts.items())),
+        "rejects_by_reason": rejects.by_reason(),
+        "num_shards": n_shards,
+        "per_shard": [len(s) for s in shards],
+        "products_per_clip": pp["products_per_clip"],
+        "seed": seed,
+    }
+    return shards, summary, rejects
+
+
+def write_outputs(out: str | Path, shards: list[list[dict]], summary: dict, rejects: Rejects) -> None:
+    with atomic_path(out, directory=True) as tmp:
+        for i, s in enumerate(shards):
+            write_json(tmp / f"shard-{i:04d}.json", {"shard": i, "pairs": s})
+        write_json(tmp / "summary.json", summary)
+        rejects.write(tmp / "rejects.jsonl")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.setup_logging()
+    ap = cli.parser("Pairs: kept clips x other products' views -> rational candidate pairs in shards")
+    ap.add_argument("--work", required=True, help="work directory (holds index.sqlite, maskqc/, masks/, backgrounds/)")
+    ap.add_argument("--videos", nargs="*", default=[], help="video ids to pair")
+    ap.add_argument("--num-shards", type=int, required=True, help="number of shard files to write")
+    ap.add_argument("--out", required=True, help="output directory")
+    args = ap.parse_args(argv)
+    expected = num_shards(args.params.get("pairs"), len(set(args.videos)))
+    if expected != args.num_shards:
+        log.warning("--num-shards %d differs from num_shards(params, %d videos) = %d",
+                    args.num_shards, len(set(args.videos)), expected)
+    shards, summary, rejects = build_pairs(args.work, args.videos, args.params, args.num_shards)
+    write_outputs(args.out, shards, summary, rejects)
+    log.info("pairs: %d videos, %d clips, %d candidates, %d rational, %d kept in %d shards; filtered %s; %d rejects",
+             summary["videos"], summary["clips_considered"], summary["candidates"], summary["rational"],
+             summary["kept"], args.num_shards, summary["rejected_by_reason"], len(rejects))
+
+
+if __name__ == "__main__":
+    main()

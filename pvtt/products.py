@@ -1,0 +1,301 @@
+"""Products stage: reference images of one product -> RGBA cut-outs (manifest -> ``products/<id>/``).
+
+Each view image of the product goes through a matting backend (``products.backend``) that
+returns an alpha matte; the RGBA result is cropped to the matte's bounding box plus
+``products.pad`` pixels (transparent padding where the box meets the image border).
+
+Backends (registry ``BACKENDS``):
+
+* ``white_matting`` (weight-free): product shots on a white background. After a 3x3 blur,
+  a pixel is foreground when any channel is below ``products.white_threshold``; holes
+  enclosed by the product are filled, speckles removed (3x3 opening), components smaller
+  than ``products.min_component_frac`` of the largest dropped, and the edge feathered by
+  ``products.feather`` pixels.
+* ``rembg`` (U^2-Net through the rembg package): loads the local ONNX model
+  ``products.rembg_model`` (rembg reads it from ``U2NET_HOME``, set to the file's directory).
+  A missing file stops the stage naming the path and ``dvc pull models/rembg``; so does a
+  missing rembg package. Never a silent fallback.
+
+Output directory ``products/<id>/``::
+
+    <view>.png     RGBA (write_png)
+    product.json   {"id", "status": "ok"|"rejected", "reason", "backend", "category", "name",
+                    "caption", "views": [{"view", "path" (file name), "source", "width",
+                    "height", "aspect" (w/h), "alpha_frac" (mean alpha / 255)}]}
+    rejects.jsonl  stage "products": unreadable images, empty mattes, ...
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from . import cli
+from .ingest import ManifestError, find_product, load_manifest, resolve_media_path
+from .io.atomic import atomic_path
+from .io.jsonio import write_json
+from .io.rejects import Rejects
+from .io.video import MediaError, read_image, write_png
+
+log = logging.getLogger("pvtt.products")
+
+STAGE = "products"
+DEFAULTS = {"backend": "white_matting", "white_threshold": 232, "feather": 1, "pad": 4,
+            "rembg_model": "models/rembg/u2net.onnx", "min_component_frac": 0.1, "max_alpha_frac": 0.98}
+_VIEW_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class BackendError(RuntimeError):
+    """A chosen backend cannot run (weights or package missing); stops the stage."""
+
+
+# ----------------------------------------------------------------------------- backends
+
+class MattingBackend(abc.ABC):
+    """Image (H, W, 3) uint8 RGB -> alpha matte (H, W) uint8 (255 = product)."""
+
+    name: str = ""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+
+    @abc.abstractmethod
+    def matte(self, rgb: np.ndarray) -> np.ndarray:
+        ...
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Set background regions not connected to the image border (holes in the object)."""
+    inv = (~mask).astype(np.uint8)
+    n, labels = cv2.connectedComponents(inv, connectivity=4)
+    if n <= 1:
+        return mask.copy()
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    outside = np.isin(labels, border[border > 0])
+    return ~outside
+
+
+def keep_large_components(mask: np.ndarray, min_frac: float) -> np.ndarray:
+    """Keep the largest 8-connected component and every one at least ``min_frac`` of its area."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return mask.copy()
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= max(1.0, min_frac * areas.max())) + 1
+    return np.isin(labels, keep)
+
+
+class WhiteMatting(MattingBackend):
+    """Weight-free matting of product shots on a white background."""
+
+    name = "white_matting"
+
+    def matte(self, rgb: np.ndarray) -> np.ndarray:
+        blur = cv2.GaussianBlur(rgb, (3, 3), 0)
+        fg = blur.min(axis=2) < self.cfg["white_threshold"]
+        fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+        if not fg.any():
+            return np.zeros(fg.shape, np.uint8)
+        fg = keep_large_components(fill_holes(fg), self.cfg["min_component_frac"])
+        alpha = fg.astype(np.float32)
+        f = int(self.cfg["feather"])
+        if f > 0:
+            alpha = cv2.GaussianBlur(alpha, (2 * f + 1, 2 * f + 1), f / 2.0, borderType=cv2.BORDER_REPLICATE)
+        return np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+
+
+class RembgMatting(MattingBackend):
+    """U^2-Net salient-object matting via rembg, from a local ONNX file (no download)."""
+
+    name = "rembg"
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        model = Path(cfg["rembg_model"])
+        if not model.is_file():
+            raise BackendError(f"products.backend 'rembg': model file {model} not found "
+                               f"(params products.rembg_model); fetch it with `dvc pull models/rembg`")
+        try:
+            import rembg  # noqa: F401  (optional dependency)
+        except ImportError as e:
+            raise BackendError("products.backend 'rembg' needs the rembg package, which is not installed "
+                               f"(pip install rembg onnxruntime; model {model}): {e}") from e
+        os.environ["U2NET_HOME"] = str(model.resolve().parent)   # rembg loads <U2NET_HOME>/<name>.onnx
+        self._rembg = rembg
+        self._session = rembg.new_session(model.stem)
+
+    def matte(self, rgb: np.ndarray) -> np.ndarray:  # pragma: no cover - needs rembg + weights
+        from PIL import Image
+        out = self._rembg.remove(Image.fromarray(rgb), session=self._session, only_mask=True)
+        return np.asarray(out.convert("L"), dtype=np.uint8)
+
+
+BACKENDS: dict[str, Callable[[dict], MattingBackend]] = {
+    WhiteMatting.name: WhiteMatting,
+    RembgMatting.name: RembgMatting,
+}
+
+
+def get_backend(cfg: dict) -> MattingBackend:
+    if cfg["backend"] not in BACKENDS:
+        raise ValueError(f"params key 'products.backend' must be one of {sorted(BACKENDS)}, got {cfg['backend']!r}")
+    return BACKENDS[cfg["backend"]](cfg)
+
+
+# ----------------------------------------------------------------------------- params
+
+def validate_params(params: dict) -> dict:
+    """Return the ``products`` settings with defaults; a bad value raises ValueError naming the key."""
+    sub = cli.get(params, "products", {}) or {}
+    if not isinstance(sub, dict):
+        raise ValueError(f"params key 'products' must be a mapping, got {sub!r}")
+    c = {**DEFAULTS, **sub}
+
+    def bad(key: str, what: str) -> ValueError:
+        return ValueError(f"params key 'products.{key}' must be {what}, got {c[key]!r}")
+
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if c["backend"] not in BACKENDS:
+        raise bad("backend", f"one of {sorted(BACKENDS)}")
+    if not is_num(c["white_threshold"]) or not 1 <= c["white_threshold"] <= 255:
+        raise bad("white_threshold", "a number in [1, 255]")
+    if not is_int(c["feather"]) or c["feather"] < 0:
+        raise bad("feather", "an integer >= 0")
+    if not is_int(c["pad"]) or c["pad"] < 0:
+        raise bad("pad", "an integer >= 0")
+    if not isinstance(c["rembg_model"], str) or not c["rembg_model"]:
+        raise bad("rembg_model", "a file path")
+    if not is_num(c["min_component_frac"]) or not 0 <= c["min_component_frac"] <= 1:
+        raise bad("min_component_frac", "a number in [0, 1]")
+    if not is_num(c["max_alpha_frac"]) or not 0 < c["max_alpha_frac"] <= 1:
+        raise bad("max_alpha_frac", "a number in (0, 1]")
+    return c
+
+
+# ----------------------------------------------------------------------------- stage
+
+def load_rgb(path: Path) -> np.ndarray:
+    """RGB uint8; transparent pixels of an RGBA/LA/P image are composited onto white. Raises MediaError."""
+    rgba = read_image(path, "RGBA")
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    if a.min() >= 1.0:
+        return rgba[..., :3].copy()
+    return np.rint(rgba[..., :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
+
+
+def cutout(rgb: np.ndarray, alpha: np.ndarray, pad: int) -> np.ndarray | None:
+    """RGBA crop of the matte's bounding box + ``pad`` (transparent where beyond the image); None if empty."""
+    ys, xs = np.nonzero(alpha)
+    if len(xs) == 0:
+        return None
+    rgba = np.dstack([rgb, alpha]).astype(np.uint8)
+    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    crop = rgba[y0:y1, x0:x1]
+    if pad:
+        out = np.zeros((crop.shape[0] + 2 * pad, crop.shape[1] + 2 * pad, 4), np.uint8)
+        out[..., :3] = 255
+        out[pad:pad + crop.shape[0], pad:pad + crop.shape[1]] = crop
+        # Image content (not padding) where the padded box is still inside the source image.
+        gy0, gx0 = y0 - pad, x0 - pad
+        sy0, sx0 = max(0, gy0), max(0, gx0)
+        sy1, sx1 = min(rgba.shape[0], y1 + pad), min(rgba.shape[1], x1 + pad)
+        out[sy0 - gy0:sy1 - gy0, sx0 - gx0:sx1 - gx0] = rgba[sy0:sy1, sx0:sx1]
+        crop = out
+    return crop
+
+
+def run(manifest_path: str | Path, product_id: str, out: str | Path, params: dict) -> dict:
+    """Build ``out`` (products/<id>/) for one manifest product; return what product.json holds.
+
+    Raises KeyError (id not in manifest), ManifestError, ValueError (params), BackendError.
+    """
+    cfg = validate_params(params)
+    manifest = load_manifest(manifest_path)
+    entry = find_product(manifest, product_id, manifest_path)
+    backend = get_backend(cfg)
+    rejects = Rejects(STAGE)
+    result: dict[str, Any] = {"id": product_id, "status": "ok", "reason": None, "backend": backend.name,
+                              "category": entry.get("category"), "name": entry.get("name"),
+                              "caption": entry.get("caption"), "views": []}
+    views = entry.get("views") or []
+    seen: set[str] = set()
+    with atomic_path(out, directory=True) as tmp:
+        for v in sorted(views, key=lambda v: (str(v.get("view")), str(v.get("path")))):
+            view = str(v.get("view"))
+            item = f"{product_id}/{view}"
+            if not v.get("view") or not _VIEW_RE.match(view):
+                rejects.add(item, f"invalid view id: {view!r} (allowed: [A-Za-z0-9._-])")
+                continue
+            if view in seen:
+                rejects.add(item, f"duplicate view id: {view!r} listed twice", source=str(v.get("path")))
+                continue
+            seen.add(view)
+            if not v.get("path"):
+                rejects.add(item, "unreadable image: view has no path")
+                continue
+            src = resolve_media_path(manifest_path, v["path"])
+            try:
+                rgb = load_rgb(src)
+            except MediaError as e:
+                rejects.add(item, f"unreadable image: {e}", source=str(v["path"]))
+                continue
+            alpha = backend.matte(rgb)
+            frac_src = float(alpha.mean()) / 255.0
+            rgba = cutout(rgb, alpha, cfg["pad"])
+            if rgba is None or not (alpha > 127).any():
+                rejects.add(item, f"empty matte: no foreground found in {src} by {backend.name}", source=str(v["path"]))
+                continue
+            if frac_src > cfg["max_alpha_frac"]:
+                rejects.add(item, f"no background: matte covers {frac_src:.1%} of {src} "
+                                  f"(> products.max_alpha_frac {cfg['max_alpha_frac']})", source=str(v["path"]))
+                continue
+            write_png(tmp / f"{view}.png", rgba)
+            h, w = rgba.shape[:2]
+            rec = {"view": view, "path": f"{view}.png", "source": str(v["path"]), "width": int(w), "height": int(h),
+                   "aspect": round(w / h, 6), "alpha_frac": round(float(rgba[..., 3].mean()) / 255.0, 6)}
+            result["views"].append(rec)
+            log.info("%s: %s -> %dx%d alpha %.3f", product_id, view, w, h, rec["alpha_frac"])
+        if not result["views"]:
+            result["status"] = "rejected"
+            if not views:
+                result["reason"] = "no views listed in the manifest"
+                rejects.add(product_id, result["reason"])
+            else:
+                result["reason"] = "no view survived (" + ", ".join(sorted(rejects.by_reason())) + ")"
+        write_json(tmp / "product.json", result)
+        rejects.write(tmp / "rejects.jsonl")
+    log.info("%s: %s, %d views, %d rejected %s", product_id, result["status"], len(result["views"]), len(rejects),
+             rejects.by_reason())
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.setup_logging()
+    ap = cli.parser("Cut out the reference views of one product as RGBA images.")
+    ap.add_argument("--manifest", required=True, help="input manifest (YAML or JSON)")
+    ap.add_argument("--product-id", required=True, help="id of the product in the manifest")
+    ap.add_argument("--out", required=True, help="output directory, e.g. work/products/<id>")
+    args = ap.parse_args(argv)
+    validate_params(args.params)
+    try:
+        find_product(load_manifest(args.manifest), args.product_id, args.manifest)
+    except (ManifestError, KeyError) as e:
+        ap.error(str(e.args[0] if isinstance(e, KeyError) else e))
+    try:
+        run(args.manifest, args.product_id, args.out, args.params)
+    except BackendError as e:
+        log.error("%s", e)
+        raise SystemExit(f"products: {e}") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

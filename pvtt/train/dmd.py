@@ -1,0 +1,128 @@
+"""DMD2 at any scale: a few-step generator distilled from a frozen teacher.
+
+Roles, as the public DMD2 codebases converge on them:
+- generator (the student): k-step sampler; trained with the distribution-matching gradient,
+  using backward simulation (run the student's own first i steps without gradient, then
+  predict x0 with gradient at step i);
+- real score: the frozen teacher with classifier-free guidance (standard convention
+  uncond + w (cond - uncond)), so guidance is baked into the student;
+- fake score: a trainable copy of the teacher that tracks the generator's distribution
+  with the flow-matching loss, updated ``critic_steps`` times per generator update.
+The DMD gradient is normalised per sample by mean |x0_gen - x0_real|. An optional
+regression term pulls the student's x0 towards the ground-truth edit (the dataset has it).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..models.sampler import Conditions, call_model, guided_velocity, sigma_schedule
+from .flow import flow_matching_loss, noisy, sample_sigmas, x0_from_velocity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DMDConfig:
+    steps: int
+    iterations: int
+    lr: float
+    fake_lr: float
+    cfg_scale: float
+    critic_steps: int
+    regression_weight: float
+    shift: float
+    batch_size: int = 4
+    ema_decay: float = 0.9
+    seed: int = 0
+    guidance_convention: str = "standard"
+
+    def __post_init__(self):
+        if self.guidance_convention != "standard":
+            raise ValueError("distill.common.guidance_convention: only 'standard' (uncond + w(cond-uncond)) is implemented")
+
+
+class DMD2:
+    """Owns the three networks and their losses; ``step`` does one generator update."""
+
+    def __init__(self, generator, teacher, cfg: DMDConfig):
+        self.cfg = cfg
+        self.generator = generator.train()
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.fake = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
+        self.opt_g = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.0, 0.99))
+        self.opt_f = torch.optim.AdamW(self.fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0, betas=(0.0, 0.99))
+        self.sigmas = sigma_schedule(cfg.steps, cfg.shift)
+        self.g = torch.Generator().manual_seed(cfg.seed)
+
+    def _simulate(self, cond: Conditions, shape) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the student from noise for a random number i < k of its steps; return (x at s_i, s_i)."""
+        i = int(torch.randint(0, self.cfg.steps, (1,), generator=self.g))
+        x = torch.randn(shape, generator=self.g)
+        with torch.no_grad():
+            for j in range(i):
+                v = call_model(self.generator, x, self.sigmas[j], cond)
+                x = x + (self.sigmas[j + 1] - self.sigmas[j]) * v
+        return x, self.sigmas[i]
+
+    def _generate(self, x: torch.Tensor, s: torch.Tensor, cond: Conditions) -> torch.Tensor:
+        return x0_from_velocity(x, call_model(self.generator, x, s, cond), s)
+
+    def critic_loss(self, x0_gen: torch.Tensor, cond: Conditions) -> torch.Tensor:
+        sigma = sample_sigmas(len(x0_gen), self.cfg.shift, self.g)
+        noise = torch.randn(x0_gen.shape, generator=self.g)
+        return flow_matching_loss(self.fake, x0_gen.detach(), cond, sigma, noise)
+
+    def dmd_loss(self, x0_gen: torch.Tensor, cond: Conditions) -> torch.Tensor:
+        b = len(x0_gen)
+        tau = sample_sigmas(b, self.cfg.shift, self.g).clamp(0.02, 0.98)
+        x_tau = noisy(x0_gen.detach(), torch.randn(x0_gen.shape, generator=self.g), tau)
+        with torch.no_grad():
+            x0_real = x0_from_velocity(x_tau, guided_velocity(self.teacher, x_tau, tau, cond, self.cfg.cfg_scale), tau)
+            x0_fake = x0_from_velocity(x_tau, call_model(self.fake, x_tau, tau, cond), tau)
+            weight = (x0_gen.detach() - x0_real).abs().mean(dim=tuple(range(1, x0_gen.ndim)), keepdim=True).clamp_min(1e-6)
+            grad = (x0_fake - x0_real) / weight
+        return 0.5 * F.mse_loss(x0_gen, (x0_gen - grad).detach())
+
+    def step(self, x0_true: torch.Tensor, cond: Conditions) -> dict:
+        x, s = self._simulate(cond, x0_true.shape)
+        # Critic (fake score) updates on the current generator's samples.
+        with torch.no_grad():
+            x0_sample = self._generate(x, s, cond)
+        critic = 0.0
+        for _ in range(self.cfg.critic_steps):
+            loss_f = self.critic_loss(x0_sample, cond)
+            self.opt_f.zero_grad(set_to_none=True)
+            loss_f.backward()
+            torch.nn.utils.clip_grad_norm_(self.fake.parameters(), 1.0)
+            self.opt_f.step()
+            critic = loss_f.item()
+        # Generator update.
+        x0_gen = self._generate(x, s, cond)
+        loss_dmd = self.dmd_loss(x0_gen, cond)
+        loss_reg = F.mse_loss(x0_gen, x0_true) if self.cfg.regression_weight > 0 else torch.zeros(())
+        loss = loss_dmd + self.cfg.regression_weight * loss_reg
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.generator.parameters(), 1.0)
+        self.opt_g.step()
+        with torch.no_grad():
+            for pe, pg in zip(self.ema.parameters(), self.generator.parameters()):
+                pe.lerp_(pg, 1 - self.cfg.ema_decay)
+        return {"dmd": loss_dmd.item(), "regression": float(loss_reg), "critic": critic, "sim_sigma": float(s)}
+
+
+@torch.no_grad()
+def few_step_mse(model, x0: torch.Tensor, cond: Conditions, steps: int, shift: float, cfg_scale: float = 1.0, seed: int = 11) -> float:
+    """MSE between k-step samples and the ground-truth latents from fixed noise: the gate metric."""
+    from ..models.sampler import sample
+
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=g)
+    out = sample(model.eval(), cond, noise, steps, shift, cfg_scale)
+    return F.mse_loss(out, x0).item()

@@ -1,0 +1,58 @@
+"""Flow-matching objective and the generic optimisation loop pieces (schedule, batching)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..models.sampler import Conditions, call_model, shift_sigma
+
+
+def sample_sigmas(n: int, shift: float, generator: torch.Generator) -> torch.Tensor:
+    """Training noise levels: uniform in (0, 1), shifted as at sampling time."""
+    u = torch.rand(n, generator=generator).clamp(1e-3, 1 - 1e-3)
+    return shift_sigma(u, shift)
+
+
+def noisy(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    s = sigma.view(-1, *([1] * (x0.ndim - 1)))
+    return (1 - s) * x0 + s * noise
+
+
+def flow_matching_loss(model, x0: torch.Tensor, cond: Conditions, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    v = call_model(model, noisy(x0, noise, sigma), sigma, cond)
+    return F.mse_loss(v, noise - x0)
+
+
+def x0_from_velocity(x_t: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    s = sigma.view(-1, *([1] * (x_t.ndim - 1))) if sigma.ndim else sigma
+    return x_t - s * v
+
+
+def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.1) -> float:
+    """LR multiplier: linear warm-up, then cosine decay to ``floor``."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    p = (step - warmup) / max(1, total - warmup)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+
+def batch_indices(n: int, batch: int, step: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, n, (min(batch, n) if n < batch else batch,), generator=generator)
+
+
+@torch.no_grad()
+def fixed_loss(model, x0: torch.Tensor, cond: Conditions, shift: float, seed: int = 7, levels: int = 8) -> float:
+    """Flow-matching loss at fixed noise levels and fixed noise: a low-variance progress measure."""
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    was_training = model.training
+    model.eval()
+    for k in range(levels):
+        s = torch.full((len(x0),), (k + 0.5) / levels)
+        s = shift_sigma(s, shift)
+        noise = torch.randn(x0.shape, generator=g)
+        total += flow_matching_loss(model, x0, cond, s, noise).item()
+    model.train(was_training)
+    return total / levels

@@ -1,0 +1,24 @@
+# Benchmark split x (teacher, students, engine) -> metrics.json + report.html (DVC stage `eval`).
+
+
+rule eval:
+    input:
+        dataset=f"{A}/dataset",
+        teacher=f"{A}/teacher",
+        students=expand(f"{A}/{{s}}", s=["student_16", "student_8", "student_4"]),
+        engine=f"{A}/engine",
+        code=CODE("eval"),
+    output:
+        directory(f"{A}/eval"),
+    params:
+        p=P("eval"),
+    threads: R("eval", "threads", 2)
+    log:
+        f"{W}/logs/eval.log",
+    benchmark:
+        f"{W}/benchmarks/eval.tsv"
+    resources:
+        mem_mb=R("eval", "mem_mb", 4000),
+        runtime=R("eval", "runtime", 60),
+    shell:
+        "{PY} scripts/eval.py --params {params.p:q} --dataset {input.dataset} --teacher {input.teacher} --students {input.students} --engine {input.engine} --out {output} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,39 @@
+# Synthesised pairs -> L1/L2 scores and decisions (per shard) -> L3 human-review sheet.
+
+
+rule filter:
+    input:
+        pairs=f"{W}/pairs/shard-{{shard}}.json",
+        synth=f"{W}/synth/shard-{{shard}}",
+        code=CODE("filter"),
+    output:
+        directory(f"{W}/filter/shard-{{shard}}"),
+    params:
+        p=P("filter"),
+    log:
+        f"{W}/logs/filter/{{shard}}.log",
+    resources:
+        mem_mb=R("default", "mem_mb", 2000),
+        runtime=R("default", "runtime", 30),
+    shell:
+        "{PY} scripts/filter.py --params {params.p:q} --work {W} --pairs {input.pairs} --synth {input.synth} --out {output} > {log} 2>&1"
+
+
+rule review:
+    """L3: a review sheet of a sampled fraction; a committed verdicts CSV is read back."""
+    input:
+        filters=expand(f"{W}/filter/shard-{{shard}}", shard=SHARDS),
+        verdicts=[VERDICTS] if Path(VERDICTS).exists() else [],
+        code=CODE("review"),
+    output:
+        directory(f"{W}/review"),
+    params:
+        p=P("review"),
+        verdicts=VERDICTS,
+    log:
+        f"{W}/logs/review.log",
+    resources:
+        mem_mb=R("default", "mem_mb", 2000),
+        runtime=R("default", "runtime", 30),
+    shell:
+        "{PY} scripts/review.py --params {params.p:q} --work {W} --filter {input.filters} --verdicts {params.verdicts} --out {output} > {log} 2>&1"

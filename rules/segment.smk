@@ -1,0 +1,55 @@
+# Clips -> per-frame product masks -> mask QC -> clean backgrounds (one job per video).
+
+
+rule masks:
+    input:
+        clips=f"{W}/clips/{{video}}",
+        code=CODE("masks"),
+    output:
+        directory(f"{W}/masks/{{video}}"),
+    params:
+        p=P("masks"),
+    log:
+        f"{W}/logs/masks/{{video}}.log",
+    resources:
+        mem_mb=R("default", "mem_mb", 2000),
+        runtime=R("default", "runtime", 30),
+    shell:
+        "{PY} scripts/masks.py --params {params.p:q} --clips {input.clips} --out {output} > {log} 2>&1"
+
+
+rule maskqc:
+    input:
+        clips=f"{W}/clips/{{video}}",
+        masks=f"{W}/masks/{{video}}",
+        code=CODE("maskqc"),
+    output:
+        directory(f"{W}/maskqc/{{video}}"),
+    params:
+        p=P("maskqc"),
+    log:
+        f"{W}/logs/maskqc/{{video}}.log",
+    resources:
+        mem_mb=R("default", "mem_mb", 2000),
+        runtime=R("default", "runtime", 30),
+    shell:
+        "{PY} scripts/maskqc.py --params {params.p:q} --clips {input.clips} --masks {input.masks} --out {output} > {log} 2>&1"
+
+
+rule backgrounds:
+    input:
+        clips=f"{W}/clips/{{video}}",
+        masks=f"{W}/masks/{{video}}",
+        maskqc=f"{W}/maskqc/{{video}}",
+        code=CODE("backgrounds"),
+    output:
+        directory(f"{W}/backgrounds/{{video}}"),
+    params:
+        p=P("backgrounds"),
+    log:
+        f"{W}/logs/backgrounds/{{video}}.log",
+    resources:
+        mem_mb=R("default", "mem_mb", 2000),
+        runtime=R("default", "runtime", 30),
+    shell:
+        "{PY} scripts/backgrounds.py --params {params.p:q} --clips {input.clips} --masks {input.masks} --maskqc {input.maskqc} --out {output} > {log} 2>&1"
