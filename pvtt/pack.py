@@ -225,8 +225,21 @@ def _reason_key(reason: str) -> str:
     return str(reason).split(":")[0].strip()
 
 
+def _pair_counts(n_listed: int, summary: dict | None, n_rejects: int) -> dict:
+    """Candidates from pairs/summary.json when present (it counts per-pair rationality rejections),
+    else listed pairs + rows of pairs/rejects.jsonl."""
+    if summary and "candidates" in summary:
+        out = {"candidates": summary["candidates"], "kept": n_listed, "rejected": n_rejects}
+        for k in ("rational", "not_selected", "own_product_excluded", "rejected_by_reason"):
+            if k in summary:
+                out[k] = summary[k]
+        return out
+    return {"candidates": n_listed + n_rejects, "kept": n_listed, "rejected": n_rejects}
+
+
 def build_card(work: Path, pairs: dict[str, dict], synth_docs: dict[str, dict], scores: dict[str, dict],
-               decisions: dict | None, packed: list[dict], all_rejects: list[dict], params: dict) -> dict:
+               decisions: dict | None, packed: list[dict], all_rejects: list[dict], params: dict,
+               pairs_summary: dict | None = None) -> dict:
     by_stage: dict[str, Counter] = {}
     items_by_stage: dict[str, set] = {}
     for r in all_rejects:
@@ -251,6 +264,7 @@ def build_card(work: Path, pairs: dict[str, dict], synth_docs: dict[str, dict], 
     masks_total = _count_files(work / "masks", "*/*.npy.gz") if (work / "masks").exists() else 0
     counts = {
         "videos": {"raw_dirs": raw_dirs, "rejected": rejected_in("raw"),
+                   "ingested": max(0, raw_dirs - rejected_in("raw")),
                    "with_clips": len([p for p in sorted((work / "clips").glob("*")) if p.is_dir() and any(p.glob("*.mp4"))])
                    if (work / "clips").exists() else 0},
         "shots": {"rejected": rejected_in("shots")},
@@ -262,8 +276,7 @@ def build_card(work: Path, pairs: dict[str, dict], synth_docs: dict[str, dict], 
                   "kept": max(0, masks_total - rejected_in("maskqc"))},
         "backgrounds": {"made": _count_files(work / "backgrounds", "*/*.mp4") if (work / "backgrounds").exists() else 0,
                         "rejected": rejected_in("backgrounds")},
-        "pairs": {"candidates": n_pairs + len(read_jsonl(work / "pairs" / "rejects.jsonl")),
-                  "rejected": len(read_jsonl(work / "pairs" / "rejects.jsonl")), "kept": n_pairs},
+        "pairs": _pair_counts(n_pairs, pairs_summary, len(read_jsonl(work / "pairs" / "rejects.jsonl"))),
         "synth": {"synthesised": sum(1 for doc in synth_docs.values() for s in doc.get("pairs", {}).values()
                                      if isinstance(s, dict) and s.get("status") == "ok"),
                   "rejected": n_rej.get("synth", 0)},
@@ -375,7 +388,9 @@ def run(params: dict, work: str | Path, pairs_dir: str | Path, synth_dirs: list[
             split_keys[sp] = [key for key, _ in samples]
         all_rejects = _sort_rejects(_all_rejects(work) + rejects.rows)
         params_read = {"seed": seed, "pack": p["pack"]}
-        card = build_card(work, pairs, synth_docs, scores, decisions, packed, all_rejects, params_read)
+        summary_file = pairs_dir / "summary.json"
+        pairs_summary = read_json(summary_file) if summary_file.exists() else None
+        card = build_card(work, pairs, synth_docs, scores, decisions, packed, all_rejects, params_read, pairs_summary)
         card["shards"] = shard_files
         card["splits_by_video"] = {sp: sorted(v for v, s in splits.items() if s == sp) for sp in SPLITS}
         write_json(tmp / "card.json", card)

@@ -167,5 +167,5 @@ def num_shards(config: dict, n_videos: int) -> int:
 def job_count_formula(n_videos: int, n_products: int, n_shards: int, sample: bool) -> int:
     """Jobs of a full build: per video 6 (ingest, shots, clips, masks, maskqc, backgrounds), per
     product 1, per shard 2 (synth, filter), plus fixed ones (index, pairs, review, pack, teacher,
-    3 students, engine, eval, all, and sample when generated)."""
-    return 6 * n_videos + n_products + 2 * n_shards + 10 + (1 if sample else 0)
+    3 students, engine, eval, all: 11, and sample when generated)."""
+    return 6 * n_videos + n_products + 2 * n_shards + 11 + (1 if sample else 0)

@@ -34,7 +34,11 @@ def _hsv_rgb(h: float, s: float, v: float) -> np.ndarray:
 def _background_texture(rng: np.random.Generator, w: int, h: int, tint_hue: float, sat: float = 0.10,
                         lum: float = 0.45) -> np.ndarray:
     """A muted (low saturation) textured plane: blotches, fine grain and a faint tile pattern."""
-    low = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), w / 40)
+    def smooth(sigma: float) -> np.ndarray:  # low-frequency noise, blurred at 1/8 size then upscaled
+        small = cv2.GaussianBlur(rng.random((h // 8, w // 8)).astype(np.float32), (0, 0), sigma / 8)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+    low = smooth(w / 40)
     low = (low - low.min()) / (np.ptp(low) + 1e-6)
     fine = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 2.0)
     fine = (fine - fine.mean()) / (fine.std() + 1e-6)
@@ -43,7 +47,7 @@ def _background_texture(rng: np.random.Generator, w: int, h: int, tint_hue: floa
     lum = lum + 0.25 * low + 0.04 * fine - 0.08 * tiles
     tint = _hsv_rgb(tint_hue, sat, 1.0)
     tint2 = _hsv_rgb((tint_hue + 40) % 360, 0.8 * sat, 1.0)
-    mix = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), w / 15)
+    mix = smooth(w / 15)
     mix = ((mix - mix.min()) / (np.ptp(mix) + 1e-6))[..., None]
     return np.clip(lum[..., None] * (tint * (1 - mix) + tint2 * mix), 0, 1)
 
@@ -109,10 +113,14 @@ def make_showcase(seed: int = 0, n_frames: int = 72, width: int = 160, height: i
             cx, cy = cx0 + drift[0] * SS * t, cy0 + drift[1] * SS * t
             th = math.radians(spin * t + 15 * math.sin(t / 9))
             c, sn = math.cos(th), math.sin(th)
-            u = c * (xx - cx) + sn * (yy - cy)
-            v = -sn * (xx - cx) + c * (yy - cy)
+            r = 1.25 * size                                  # render only the product's box
+            ya, yb = max(int(cy - r), 0), min(int(cy + r) + 1, H)
+            xa, xb = max(int(cx - r), 0), min(int(cx + r) + 1, W)
+            X, Y = xx[ya:yb, xa:xb], yy[ya:yb, xa:xb]
+            u = c * (X - cx) + sn * (Y - cy)
+            v = -sn * (X - cx) + c * (Y - cy)
             inside = _shape_coverage(shape, u, v, size)
-            cov = inside.astype(np.float32)
+            cov[ya:yb, xa:xb] = inside
             stripes = 0.5 + 0.5 * np.sin(u / (0.12 * size) + 0.5 * np.sin(v / (0.3 * size)))
             gi = grain[(np.abs(v / size * 60).astype(int)) % 256, (np.abs(u / size * 60).astype(int)) % 256]
             shade = 0.8 + 0.2 * np.cos(u / size * 1.3)
@@ -121,7 +129,7 @@ def make_showcase(seed: int = 0, n_frames: int = 72, width: int = 160, height: i
             if shape == "watch":
                 face = (u ** 2 + v ** 2 <= (0.4 * size) ** 2)[..., None]
                 col = np.where(face, _hsv_rgb(hue, 0.45, 0.95) * (1 + 0.05 * gi[..., None]), col)
-            img = np.where(inside[..., None], np.clip(col, 0, 1), bg)
+            img[ya:yb, xa:xb] = np.where(inside[..., None], np.clip(col, 0, 1), bg[ya:yb, xa:xb])
         small = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
         frames.append(np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8))
         bgs.append(np.clip(cv2.resize(bg, (width, height), interpolation=cv2.INTER_AREA) * 255 + 0.5, 0, 255).astype(np.uint8))

@@ -197,7 +197,7 @@ def test_webdataset_reads_shards(built):
 def test_card_counts(built):
     card = read_json(built["out"] / "card.json")
     c = card["counts"]
-    assert c["videos"] == {"raw_dirs": 6, "rejected": 1, "with_clips": 5}
+    assert c["videos"] == {"raw_dirs": 6, "rejected": 1, "ingested": 5, "with_clips": 5}
     assert c["clips"]["made"] == 5 and c["masks"]["made"] == 5 and c["masks"]["qc_rejected"] == 1
     assert c["pairs"] == {"candidates": 11, "rejected": 1, "kept": 10}
     assert c["synth"] == {"synthesised": 10, "rejected": 2}
@@ -223,6 +223,18 @@ def test_card_counts(built):
     assert man["stage"] == "dataset" and man["counts"]["samples"] == 7
     assert man["params"] == {"seed": 1234, "pack": PARAMS["pack"]}
     assert any(k.endswith("review") for k in man["inputs"])
+
+
+def test_card_uses_pairs_summary(built, tmp_path):
+    import shutil
+    w = dict(built)
+    w["work"] = tmp_path / "work"
+    shutil.copytree(built["work"], w["work"])
+    write_json(w["work"] / "pairs" / "summary.json", {"candidates": 40, "rational": 25, "kept": 10,
+                                                      "rejected_by_reason": {"category": 15}})
+    card = run_pack(w, tmp_path / "ds", w["work"] / "review")
+    assert card["counts"]["pairs"] == {"candidates": 40, "rational": 25, "kept": 10, "rejected": 1,
+                                       "rejected_by_reason": {"category": 15}}
 
 
 def test_without_review_and_broken_item(built, tmp_path):

@@ -1,0 +1,33 @@
+# The two commands: `make run` (set up + build the embedded sample) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+STAMP := $(VENV)/.installed
+CORES ?= all
+
+.PHONY: setup run test test-fast bench-dag dvc-yaml clean
+
+$(STAMP): envs/requirements.txt envs/constraints.txt envs/setup.sh
+	bash envs/setup.sh
+	touch $@
+
+setup: $(STAMP)
+
+run: setup
+	snakemake --cores $(CORES) --profile profiles/local
+	@echo "Report: $(CURDIR)/artifacts/eval/report.html"
+
+test: setup
+	python -m pytest -q
+
+test-fast: setup
+	python -m pytest -q -m "not e2e"
+
+bench-dag: setup
+	python -m pvtt.bench_dag
+
+dvc-yaml: setup
+	python -m pvtt.dvcgen
+
+clean:
+	rm -rf work artifacts .snakemake

@@ -1,0 +1,190 @@
+"""The whole build on the ci preset, driven by real `dvc repro` and `snakemake` in a temp copy.
+
+One build serves every check (a build costs minutes on 2 cores): bad inputs are in the
+manifest from the start; then the tests check each stage's acceptance criterion, that both
+drivers agree, and that a params change rebuilds only what lies downstream.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from e2e_helpers import dvc_changed_stages, dvc_ran_stages, make_repo, read_params, run, snakemake_jobs, write_params
+from pvtt.io.masks import load_masks
+from pvtt.io.video import probe
+from pvtt.metrics import iou
+
+pytestmark = pytest.mark.e2e
+
+MILESTONES = ["dataset", "teacher", "student_16", "student_8", "student_4", "engine", "eval"]
+
+
+def _bad_inputs(root: Path) -> Path:
+    d = root / "bad_inputs"
+    d.mkdir()
+    (d / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "not_an_image.png").write_text("this is not an image\n")
+    (d / "manifest.yaml").write_text(
+        "videos:\n"
+        "  - {id: bad_corrupt, path: corrupt.mp4, category: bottle, caption: a corrupt upload}\n"
+        "  - {id: bad_empty, path: empty.mp4, category: box, caption: a zero-byte upload}\n"
+        "products:\n"
+        "  - id: bad_product\n"
+        "    category: bag\n"
+        "    name: broken bag\n"
+        "    caption: a product whose image is not an image\n"
+        "    views: [{view: view0, path: not_an_image.png}]\n")
+    return d / "manifest.yaml"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    repo = base / "repo"
+    repo.mkdir()
+    manifest = _bad_inputs(repo)
+    make_repo(repo, overlay={"data": {"manifest": str(manifest.relative_to(repo))}})
+    res = run(["dvc", "repro"], repo, timeout=1800)
+    repo_log = res.stdout + res.stderr
+    (base / "first_repro.log").write_text(repo_log)
+    return repo, repo_log
+
+
+def test_dvc_repro_builds_every_milestone(repo):
+    repo, log = repo
+    assert dvc_ran_stages(log) == MILESTONES
+    for m in MILESTONES:
+        assert (repo / "artifacts" / m / "manifest.json").exists(), m
+    assert (repo / "artifacts/eval/report.html").exists()
+    assert "dvc.lock" in run(["git", "status", "--porcelain"], repo).stdout
+
+
+def test_second_repro_and_snakemake_do_nothing(repo):
+    repo, _ = repo
+    res = run(["dvc", "repro"], repo)
+    assert dvc_ran_stages(res.stdout + res.stderr) == []
+    assert dvc_changed_stages(run(["dvc", "status"], repo).stdout) == []
+    res = run(["snakemake", "-n", "--cores", "2"], repo)
+    assert snakemake_jobs(res.stdout + res.stderr) == {}
+
+
+def test_bad_inputs_are_rejected_with_reasons_and_build_completes(repo):
+    repo, _ = repo
+    rows = [json.loads(l) for l in (repo / "artifacts/dataset/rejects.jsonl").read_text().splitlines() if l.strip()]
+    by_item = {(r["stage"], r["item"].split("/")[0]): r["reason"] for r in rows}
+    assert ("ingest", "bad_corrupt") in by_item and "corrupt.mp4" in by_item[("ingest", "bad_corrupt")]
+    assert ("ingest", "bad_empty") in by_item and "empty" in by_item[("ingest", "bad_empty")].lower()
+    assert ("products", "bad_product") in by_item and "not_an_image.png" in by_item[("products", "bad_product")]
+    card = json.loads((repo / "artifacts/dataset/card.json").read_text())
+    assert sum(len(list((repo / "artifacts/dataset/shards").glob(f"{s}-*.tar"))) for s in ("train", "val", "benchmark")) >= 3
+    assert card  # the card exists and is non-empty
+
+
+def test_shots_match_generated_cuts(repo):
+    repo, _ = repo
+    for truth_file in sorted((repo / "work/sample/truth").glob("*.json")):
+        truth = json.loads(truth_file.read_text())
+        shots = json.loads((repo / "work/shots" / truth["video"] / "shots.json").read_text())
+        assert len(shots["cuts"]) == len(truth["cuts"]), truth["video"]
+        for got, want in zip(shots["cuts"], truth["cuts"]):
+            assert abs(got - want) <= 1, (truth["video"], got, want)
+
+
+def test_clips_are_standardised(repo):
+    repo, _ = repo
+    p = read_params(repo)["clips"]
+    clips = sorted((repo / "work/clips").glob("*/*.mp4"))
+    assert len(clips) >= 12
+    for c in clips:
+        info = probe(c)
+        assert (info.width, info.height) == (p["width"], p["height"]), c
+        assert abs(info.fps - p["fps"]) < 1e-6, c
+        assert p["min_seconds"] - 0.05 <= info.n_frames / info.fps <= p["max_seconds"] + 0.05, c
+
+
+def test_masks_match_ground_truth(repo):
+    repo, _ = repo
+    from pvtt.clips import clip_mask_from_source, raw_frame_index
+
+    ious = []
+    for clips_json in sorted((repo / "work/clips").glob("vid*/clips.json")):
+        meta = json.loads(clips_json.read_text())
+        gt = load_masks(repo / "work/sample/truth" / f"{meta['video']}.masks.npy.gz")
+        for clip in meta["clips"]:
+            pred = load_masks(repo / "work/masks" / meta["video"] / f"{clip['id']}.npy.gz")
+            for k in range(len(pred)):
+                ious.append(iou(pred[k], clip_mask_from_source(gt[raw_frame_index(clip, k)], clip)))
+    assert len(ious) > 100
+    assert float(np.mean(ious)) >= 0.8, float(np.mean(ious))
+
+
+def test_dataset_has_triplets_and_deterministic_split(repo):
+    repo, _ = repo
+    sys.path.insert(0, str(repo))
+    from pvtt.pack import iter_samples
+
+    splits = {}
+    for shard in sorted((repo / "artifacts/dataset/shards").glob("*.tar")):
+        for s in iter_samples(shard):
+            assert s["source"][:12] and s["edited"][:12] and s["reference"][:8] == b"\x89PNG\r\n\x1a\n"
+            assert s["mask"].ndim == 3 and s["caption"]
+            splits.setdefault(shard.name.split("-")[0], set()).add(s["meta"]["video"])
+    assert set(splits) == {"train", "val", "benchmark"}
+    assert not (splits["train"] & splits["benchmark"]) and not (splits["train"] & splits["val"])
+
+
+def test_teacher_loss_falls_and_engine_matches(repo):
+    repo, _ = repo
+    m = json.loads((repo / "artifacts/teacher/metrics.json").read_text())
+    assert m["val_loss_after"] < 0.8 * m["val_loss_before"], m
+    rows = (repo / "artifacts/teacher/loss.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and len(rows) == m["iterations"] + 1
+    check = json.loads((repo / "artifacts/engine/check.json").read_text())
+    assert check["passed"] and check["max_abs_diff_sampled_latents"] <= check["tolerance"]
+    assert "onnx" in check["built"] and check["tensorrt"]["reason"]
+    ev = json.loads((repo / "artifacts/eval/metrics.json").read_text())
+    assert set(ev["models"]) >= {"teacher", "student_16", "student_8", "student_4", "student_4_onnx", "template_unedited"}
+    for name, mm in ev["models"].items():
+        assert np.isfinite(mm["psnr"]) and np.isfinite(mm["bg_psnr"]), name
+    html = (repo / "artifacts/eval/report.html").read_text()
+    assert html.count("<img") == ev["benchmark_items"]
+
+
+def test_student_4_param_change_rebuilds_only_downstream(repo):
+    repo, _ = repo
+    params = read_params(repo)
+    params["distill"]["student_4"]["iterations"] += 1
+    write_params(repo, params)
+    changed = dvc_changed_stages(run(["dvc", "status"], repo).stdout)
+    assert changed and set(changed) <= {"student_4", "engine", "eval"} and "student_4" in changed
+    dry = run(["snakemake", "-n", "--cores", "2"], repo)
+    assert set(snakemake_jobs(dry.stdout + dry.stderr)) == {"student_4", "engine", "eval", "all"}
+    # A plain Snakemake run, then `dvc commit` records it: DVC is clean and has nothing to redo.
+    real = run(["snakemake", "--cores", "2"], repo)
+    assert set(snakemake_jobs(real.stdout + real.stderr)) == {"student_4", "engine", "eval", "all"}
+    run(["dvc", "commit", "-f"], repo)
+    assert dvc_changed_stages(run(["dvc", "status"], repo).stdout) == []
+    assert dvc_ran_stages(run(["dvc", "repro"], repo).stdout) == []
+
+
+def test_clip_param_change_rebuilds_clips_and_after(repo):
+    repo, _ = repo
+    params = read_params(repo)
+    params["clips"]["trim_frames"] += 1
+    write_params(repo, params)
+    assert dvc_changed_stages(run(["dvc", "status"], repo).stdout) == ["dataset"]
+    res = run(["snakemake", "-n", "--cores", "2"], repo)
+    dry = snakemake_jobs(res.stdout + res.stderr)
+    upstream = {"sample", "ingest", "shots", "products"}
+    assert not (set(dry) & upstream), dry
+    assert {"clips", "masks", "pairs", "synth", "pack", "teacher", "student_4", "eval"} <= set(dry)
+    real = run(["snakemake", "--cores", "2", "artifacts/dataset"], repo)
+    ran = snakemake_jobs(real.stdout + real.stderr)
+    assert not (set(ran) & upstream), ran
+    assert {"clips", "masks", "maskqc", "backgrounds", "pairs", "synth", "filter", "pack"} <= set(ran)
