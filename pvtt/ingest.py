@@ -148,7 +148,7 @@ def _remux_to_mp4(src: Path, dst: Path) -> None:
 
 
 def check_video(path: Path, min_frames: int) -> dict:
-    """Probe and decode ``path``; return VideoInfo.as_dict() or raise MediaError/ValueError with the reason."""
+    """Probe and decode the first frames of ``path``; return VideoInfo.as_dict() or raise MediaError naming it."""
     info = probe(path)
     n_check = min(info.n_frames, min_frames)
     # A real decode through ffmpeg (small frames: only decodability matters here).
@@ -203,6 +203,12 @@ def ingest_video(entry: dict, manifest_path: str | os.PathLike, out: str | os.Pa
         p = info["probe"]
         log.info("%s: ok %dx%d %.3f fps %d frames (%s)", vid, p["width"], p["height"], p["fps"], p["n_frames"], src)
     return info
+
+
+def run(manifest_path: str | os.PathLike, video_id: str, out: str | os.PathLike, params: dict) -> dict:
+    """Ingest ``video_id`` of the manifest into ``out``; KeyError/ManifestError if it is not there."""
+    entry = find_video(load_manifest(manifest_path), video_id, manifest_path)
+    return ingest_video(entry, manifest_path, out, params)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -91,10 +91,21 @@ _MIN_SCORE = 5.0      # Mahalanobis distance below which a pixel is never produc
 _MIN_CHROMA = 12.0    # a detected product must differ from the background by this much a*b* chroma
 
 
+_OPEN = False
+_L_FLOOR = 25.0       # CIELAB L* below which chroma is no longer divided by lightness
+
+
 def lab_chroma(frame: np.ndarray) -> np.ndarray:
-    """(H, W, 2) float32 CIELAB a*, b* of an RGB uint8 frame."""
+    """(H, W, 2) float32 lightness-normalised CIELAB chroma: (a*, b*) * 50 / max(L*, 25).
+
+    A brightness-only texture (the background) or shading (the product) scales a* and b*
+    roughly with L*, so the ratio stays put while a dark, saturated part (a bottle cap,
+    a strap) keeps its distance from a muted background.
+    """
     lab = cv2.cvtColor(frame.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-    return lab[..., 1:]
+    if _L_FLOOR is None:
+        return lab[..., 1:]
+    return lab[..., 1:] * (50.0 / np.maximum(lab[..., :1], _L_FLOOR))
 
 
 class ChromaModel:
@@ -208,23 +219,59 @@ _GF_RADIUS = 2
 _GF_EPS = 1e-3
 
 
+_MODE = "matte"
+_STRONG = 0.8
+
+
+def matte_alpha(frame: np.ndarray, m: np.ndarray, radius: int = 4, min_contrast: float = 15.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel alpha by projecting the colour onto the line between the local product
+    colour F and the local background colour B (box means of the mask's inner and outer
+    cores within ``radius``): alpha = (I - B).(F - B) / |F - B|^2.
+
+    Colours of an anti-aliased edge are linear blends of F and B, so this alpha is unbiased
+    and a 0.5 cut puts the edge where the coverage is 50 %. Returns (alpha, valid).
+    """
+    img = frame.astype(np.float32)
+    k = (2 * radius + 1, 2 * radius + 1)
+    box = lambda x: cv2.boxFilter(x, cv2.CV_32F, k, normalize=True, borderType=cv2.BORDER_REFLECT)
+    cf = _erode(m, 1).astype(np.float32)
+    cb = (~_dilate(m, 1)).astype(np.float32)
+    nf, nb = box(cf), box(cb)
+    F = box(img * cf[..., None]) / np.maximum(nf, 1e-6)[..., None]
+    B = box(img * cb[..., None]) / np.maximum(nb, 1e-6)[..., None]
+    D = F - B
+    den = (D * D).sum(-1)
+    alpha = ((img - B) * D).sum(-1) / np.maximum(den, 1e-6)
+    valid = (nf > 0.02) & (nb > 0.02) & (den > min_contrast ** 2)
+    return alpha, valid
+
+
 def _segment(frame: np.ndarray, score: np.ndarray, fg_level: float, bg_level: float,
              zone: np.ndarray | None = None, prefer: np.ndarray | None = None) -> np.ndarray:
-    """Soft product alpha from the score, sharpened on the luma edges, cut at 50 %, cleaned.
+    """Product mask from the score: membership at the 50 % score level, then the edge
+    placed on the colour matte (see :func:`matte_alpha`), cleaned.
 
-    The chroma planes of a yuv420p video are half resolution, so a chroma-only cut is off by
-    up to a pixel on every edge; luma is full resolution and the guided filter moves the
-    edge onto it wherever the product and background differ in brightness.
+    The chroma planes of a yuv420p video are half resolution and lightness-normalised chroma
+    is not linear in the blend, so the score alone puts edges up to a pixel off; the matte
+    uses full RGB (full-resolution luma) and is linear in the blend.
     """
     t = max(0.5 * (fg_level + bg_level), _MIN_SCORE)
     span = max(fg_level - bg_level, 1e-3)
-    alpha = np.clip((score - bg_level) / span, 0.0, 1.0).astype(np.float32)
-    alpha = guided_filter(luma(frame), alpha, _GF_RADIUS, _GF_EPS)
-    m = (alpha > 0.5) & (score > _MIN_SCORE * 0.5)
+    a0 = np.clip((score - bg_level) / span, 0.0, 1.0).astype(np.float32)
+    if _MODE == "gf":
+        a0 = guided_filter(luma(frame), a0, _GF_RADIUS, _GF_EPS)
+    m = (a0 > 0.5) & (score > _MIN_SCORE * 0.5)
     if zone is not None:
         m &= zone
-    m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, _disk(1)).astype(bool)
     m = largest_component(m, prefer)
+    if _MODE == "matte" and m.any():
+        alpha, valid = matte_alpha(frame, m)
+        strong = a0 > _STRONG
+        m = np.where(valid, (alpha > 0.5) | (strong & m), m)
+        if zone is not None:
+            m &= zone
+        m = largest_component(m, prefer)
     m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, _disk(1)).astype(bool)
     return fill_holes(m, score, t)
 

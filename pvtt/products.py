@@ -6,9 +6,12 @@ returns an alpha matte; the RGBA result is cropped to the matte's bounding box p
 
 Backends (registry ``BACKENDS``):
 
-* ``white_matting`` (weight-free): product shots on a white background. After a 3x3 blur,
-  a pixel is foreground when any channel is below ``products.white_threshold``; holes
-  enclosed by the product are filled, speckles removed (3x3 opening), components smaller
+* ``white_matting`` (weight-free): product shots on a white background. A pixel is
+  foreground when some channel is below ``products.white_threshold`` both after a 3x3 blur
+  and in the pixel itself (no dark halo around the product); speckles are removed (3x3
+  opening); silhouette pixels less than half covered are dropped (:func:`refine_edge`); holes enclosed by the product are filled, except see-through gaps (at least
+  ``products.open_hole_min_frac`` of the object and within ``products.hole_bg_tolerance``
+  of the background's colour, e.g. inside a bag handle); components smaller
   than ``products.min_component_frac`` of the largest dropped, and the edge feathered by
   ``products.feather`` pixels.
 * ``rembg`` (U^2-Net through the rembg package): loads the local ONNX model
@@ -21,7 +24,8 @@ Output directory ``products/<id>/``::
     <view>.png     RGBA (write_png)
     product.json   {"id", "status": "ok"|"rejected", "reason", "backend", "category", "name",
                     "caption", "views": [{"view", "path" (file name), "source", "width",
-                    "height", "aspect" (w/h), "alpha_frac" (mean alpha / 255)}]}
+                    "height", "aspect" (w/h), "alpha_frac" (mean alpha / 255),
+                    "src_box": [x0, y0, x1, y1] of the cut-out in source pixels}]}
     rejects.jsonl  stage "products": unreadable images, empty mattes, ...
 """
 from __future__ import annotations
@@ -49,7 +53,8 @@ log = logging.getLogger("pvtt.products")
 
 STAGE = "products"
 DEFAULTS = {"backend": "white_matting", "white_threshold": 232, "feather": 1, "pad": 4,
-            "rembg_model": "models/rembg/u2net.onnx", "min_component_frac": 0.1, "max_alpha_frac": 0.98}
+            "rembg_model": "models/rembg/u2net.onnx", "min_component_frac": 0.1, "max_alpha_frac": 0.98,
+            "open_hole_min_frac": 0.01, "hole_bg_tolerance": 2.0}
 _VIEW_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -72,15 +77,36 @@ class MattingBackend(abc.ABC):
         ...
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Set background regions not connected to the image border (holes in the object)."""
+def fill_holes(mask: np.ndarray, rgb: np.ndarray | None = None, open_min_frac: float = 1.0,
+               bg_tolerance: float = 0.0) -> np.ndarray:
+    """Set background regions not connected to the image border (holes in the object).
+
+    With ``rgb``, a hole stays open (a see-through gap, e.g. inside a bag handle) when it is
+    at least ``open_min_frac`` of the filled object's area and its median colour is within
+    ``bg_tolerance`` (every channel) of the outer background's median colour. Smaller or
+    differently coloured holes (highlights, white labels) are filled.
+    """
     inv = (~mask).astype(np.uint8)
-    n, labels = cv2.connectedComponents(inv, connectivity=4)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
     if n <= 1:
         return mask.copy()
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    outside = np.isin(labels, border[border > 0])
-    return ~outside
+    border = border[border > 0]
+    outside = np.isin(labels, border)
+    filled = ~outside
+    if rgb is None or not outside.any():
+        return filled
+    area = int(filled.sum())
+    on_border = set(border.tolist())
+    big = [lab for lab in range(1, n) if lab not in on_border
+           and stats[lab, cv2.CC_STAT_AREA] >= open_min_frac * area]
+    if big:
+        bg = np.median(rgb[outside], axis=0)
+        for lab in big:
+            hole = labels == lab
+            if np.abs(np.median(rgb[hole], axis=0) - bg).max() <= bg_tolerance:
+                filled[hole] = False
+    return filled
 
 
 def keep_large_components(mask: np.ndarray, min_frac: float) -> np.ndarray:
@@ -93,18 +119,39 @@ def keep_large_components(mask: np.ndarray, min_frac: float) -> np.ndarray:
     return np.isin(labels, keep)
 
 
+def refine_edge(mask: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Drop edge pixels that are less than half as far from white as the product next to them.
+
+    A pixel on the silhouette is a mix of product and white; it belongs to the product when
+    its coverage is at least 1/2, i.e. when its darkness (255 - min channel) is at least half
+    the darkness of the darkest interior pixel beside it. Edge pixels with no interior
+    neighbour (1-2 px thin parts) are kept.
+    """
+    k = np.ones((3, 3), np.uint8)
+    interior = cv2.erode(mask.astype(np.uint8), k, borderType=cv2.BORDER_REPLICATE).astype(bool)
+    dark = 255.0 - rgb.min(axis=2).astype(np.float32)
+    ref = cv2.dilate(np.where(interior, dark, 0.0).astype(np.float32), k)
+    edge = mask & ~interior
+    drop = edge & (ref > 0) & (dark < 0.5 * ref)
+    return mask & ~drop
+
+
 class WhiteMatting(MattingBackend):
     """Weight-free matting of product shots on a white background."""
 
     name = "white_matting"
 
     def matte(self, rgb: np.ndarray) -> np.ndarray:
+        thr = self.cfg["white_threshold"]
         blur = cv2.GaussianBlur(rgb, (3, 3), 0)
-        fg = blur.min(axis=2) < self.cfg["white_threshold"]
+        # Non-white after the blur (robust to isolated noisy pixels) and itself non-white (no halo).
+        fg = (blur.min(axis=2) < thr) & (rgb.min(axis=2) < thr)
         fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+        fg = refine_edge(fg, rgb)
         if not fg.any():
             return np.zeros(fg.shape, np.uint8)
-        fg = keep_large_components(fill_holes(fg), self.cfg["min_component_frac"])
+        fg = fill_holes(fg, rgb, self.cfg["open_hole_min_frac"], self.cfg["hole_bg_tolerance"])
+        fg = keep_large_components(fg, self.cfg["min_component_frac"])
         alpha = fg.astype(np.float32)
         f = int(self.cfg["feather"])
         if f > 0:
@@ -178,6 +225,10 @@ def validate_params(params: dict) -> dict:
         raise bad("min_component_frac", "a number in [0, 1]")
     if not is_num(c["max_alpha_frac"]) or not 0 < c["max_alpha_frac"] <= 1:
         raise bad("max_alpha_frac", "a number in (0, 1]")
+    if not is_num(c["open_hole_min_frac"]) or c["open_hole_min_frac"] < 0:
+        raise bad("open_hole_min_frac", "a number >= 0")
+    if not is_num(c["hole_bg_tolerance"]) or not 0 <= c["hole_bg_tolerance"] <= 255:
+        raise bad("hole_bg_tolerance", "a number in [0, 255]")
     return c
 
 
@@ -192,8 +243,11 @@ def load_rgb(path: Path) -> np.ndarray:
     return np.rint(rgba[..., :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
 
 
-def cutout(rgb: np.ndarray, alpha: np.ndarray, pad: int) -> np.ndarray | None:
-    """RGBA crop of the matte's bounding box + ``pad`` (transparent where beyond the image); None if empty."""
+def cutout(rgb: np.ndarray, alpha: np.ndarray, pad: int) -> tuple[np.ndarray, list[int]] | None:
+    """(RGBA crop of the matte's bounding box + ``pad``, its [x0, y0, x1, y1] in source pixels); None if empty.
+
+    Where the padded box extends beyond the image the padding is transparent white.
+    """
     ys, xs = np.nonzero(alpha)
     if len(xs) == 0:
         return None
@@ -210,7 +264,7 @@ def cutout(rgb: np.ndarray, alpha: np.ndarray, pad: int) -> np.ndarray | None:
         sy1, sx1 = min(rgba.shape[0], y1 + pad), min(rgba.shape[1], x1 + pad)
         out[sy0 - gy0:sy1 - gy0, sx0 - gx0:sx1 - gx0] = rgba[sy0:sy1, sx0:sx1]
         crop = out
-    return crop
+    return crop, [x0 - pad, y0 - pad, x1 + pad, y1 + pad]
 
 
 def run(manifest_path: str | Path, product_id: str, out: str | Path, params: dict) -> dict:
@@ -250,18 +304,20 @@ def run(manifest_path: str | Path, product_id: str, out: str | Path, params: dic
                 continue
             alpha = backend.matte(rgb)
             frac_src = float(alpha.mean()) / 255.0
-            rgba = cutout(rgb, alpha, cfg["pad"])
-            if rgba is None or not (alpha > 127).any():
+            cut = cutout(rgb, alpha, cfg["pad"])
+            if cut is None or not (alpha > 127).any():
                 rejects.add(item, f"empty matte: no foreground found in {src} by {backend.name}", source=str(v["path"]))
                 continue
             if frac_src > cfg["max_alpha_frac"]:
                 rejects.add(item, f"no background: matte covers {frac_src:.1%} of {src} "
                                   f"(> products.max_alpha_frac {cfg['max_alpha_frac']})", source=str(v["path"]))
                 continue
+            rgba, box = cut
             write_png(tmp / f"{view}.png", rgba)
             h, w = rgba.shape[:2]
             rec = {"view": view, "path": f"{view}.png", "source": str(v["path"]), "width": int(w), "height": int(h),
-                   "aspect": round(w / h, 6), "alpha_frac": round(float(rgba[..., 3].mean()) / 255.0, 6)}
+                   "aspect": round(w / h, 6), "alpha_frac": round(float(rgba[..., 3].mean()) / 255.0, 6),
+                   "src_box": box}
             result["views"].append(rec)
             log.info("%s: %s -> %dx%d alpha %.3f", product_id, view, w, h, rec["alpha_frac"])
         if not result["views"]:

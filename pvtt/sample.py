@@ -24,8 +24,11 @@ How it is made, and why that way:
 from __future__ import annotations
 
 import colorsys
+import functools
 import logging
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -373,7 +376,7 @@ class Sprite:
     premult: np.ndarray
     alpha: np.ndarray
 
-    @property
+    @functools.cached_property
     def bbox(self) -> tuple[float, float, float, float]:
         """Tight box (x0, y0, x1, y1) of the visible product, in pixel-edge coordinates."""
         ys, xs = np.nonzero(self.alpha > 0)
@@ -534,22 +537,22 @@ def camera_path(rng: np.random.Generator, n: int, fps: float, w: int, h: int,
                                       else ("down" if dy > 0 else "up")))
     else:
         dx = dy = 0.0
-    # Choose the start so that every viewport of the path stays inside the canvas.
-    lo_x = max(0.0, -dx)
-    hi_x = min(cw - vw.max(), cw - vw.max() - dx)
-    lo_y = max(0.0, -dy)
-    hi_y = min(ch - vh.max(), ch - vh.max() - dy)
-    ox0 = rng.uniform(lo_x, max(lo_x, hi_x))
-    oy0 = rng.uniform(lo_y, max(lo_y, hi_y))
-    # Zoom about the viewport centre so zooming does not also pan.
+    # Keep every viewport of the path inside the canvas: zooming about the viewport centre
+    # moves its edges by up to half the size change, and the pan must fit in what is left.
+    grow_x, grow_y = (vw.max() - vw[0]) / 2, (vh.max() - vh[0]) / 2
+    room_x, room_y = cw - vw.max() - grow_x, ch - vh.max() - grow_y
+    shrink = min(1.0, 0.95 * room_x / max(abs(dx), 1e-9), 0.95 * room_y / max(abs(dy), 1e-9))
+    dx, dy = dx * shrink, dy * shrink
+    ox0 = rng.uniform(grow_x + max(0.0, -dx), cw - vw.max() - max(0.0, dx))
+    oy0 = rng.uniform(grow_y + max(0.0, -dy), ch - vh.max() - max(0.0, dy))
     cx = ox0 + vw[0] / 2 + dx * t / dur
     cy = oy0 + vh[0] / 2 + dy * t / dur
     ox, oy = cx - vw / 2, cy - vh / 2
     cam = np.zeros((n, 2, 3), np.float64)
     cam[:, 0, 0] = 1.0 / zoom
     cam[:, 1, 1] = 1.0 / zoom
-    cam[:, 0, 2] = np.clip(ox, 0, None)
-    cam[:, 1, 2] = np.clip(oy, 0, None)
+    cam[:, 0, 2] = ox
+    cam[:, 1, 2] = oy
     return cam, " while ".join(words)
 
 
@@ -588,8 +591,9 @@ def product_path(rng: np.random.Generator, n: int, fps: float, w: int, h: int, s
     else:
         u0 = rng.uniform(0.1, 0.35) if prev_end[0] > 0.5 else rng.uniform(0.65, 0.9)
         v0 = rng.uniform(0.1, 0.35) if prev_end[1] > 0.5 else rng.uniform(0.65, 0.9)
-    du = rng.uniform(*DRIFT) * t[-1] * (1 if u0 < 0.5 else -1)
-    dv = rng.uniform(*DRIFT) * t[-1] * 0.6 * (1 if v0 < 0.5 else -1)
+    # Drift towards the far side, never further than 0.05 from it (long shots included).
+    du = min(rng.uniform(*DRIFT) * t[-1], 0.95 - u0 if u0 < 0.5 else u0 - 0.05) * (1 if u0 < 0.5 else -1)
+    dv = min(rng.uniform(*DRIFT) * t[-1] * 0.6, 0.95 - v0 if v0 < 0.5 else v0 - 0.05) * (1 if v0 < 0.5 else -1)
     tau = t / max(t[-1], 1e-6)
     ease = tau * tau * (3 - 2 * tau)  # smoothstep: starts and ends gently
     wob = 0.04 * np.sin(2 * np.pi * (tau * rng.uniform(0.5, 1.0) + rng.uniform()))
@@ -758,8 +762,28 @@ def _write_products(out: Path, products: list[Product], n_views: int, size: int)
     return rows, sprites
 
 
+def _write_one_video(out: Path, spec: VideoSpec, sp: dict, seed: int, sprite: Sprite,
+                     vp: dict) -> dict:
+    """Render, encode and write the ground truth of one video; returns its manifest row."""
+    frames, masks, shots = render_video(spec, sp, seed, sprite)
+    rel = f"videos/{spec.id}.mp4"
+    write_video(out / rel, frames, spec.fps, crf=int(vp["crf"]), preset=str(vp["preset"]),
+                threads=int(vp["threads"]))
+    write_json(out / "truth" / f"{spec.id}.json", truth_record(spec, shots, len(frames)))
+    save_masks(out / "truth" / f"{spec.id}.masks.npy.gz", masks)
+    log.info("%s: %dx%d @ %s fps, %d frames, cuts %s, product %s", spec.id, spec.width,
+             spec.height, spec.fps, len(frames), [s.start for s in shots[1:]], spec.product.id)
+    return {"id": spec.id, "path": rel, "category": spec.product.category,
+            "caption": _caption(spec, shots), "product_id": spec.product.id,
+            "width": spec.width, "height": spec.height, "fps": spec.fps, "n_frames": len(frames)}
+
+
 def generate_sample(out_dir: Path, params: dict) -> dict:
-    """Write the whole sample into ``out_dir`` (replaced atomically) and return the manifest."""
+    """Write the whole sample into ``out_dir`` (replaced atomically) and return the manifest.
+
+    Videos are independent, so two run at a time: one renders (numpy/OpenCV release the
+    GIL) while the other waits on its ffmpeg encode. Output bytes do not depend on this.
+    """
     out_dir = Path(out_dir)
     seed = int(params.get("seed", 0))
     sp = {**DEFAULT_SAMPLE, **(params.get("sample") or {})}
@@ -771,20 +795,11 @@ def generate_sample(out_dir: Path, params: dict) -> dict:
                                                 int(sp["product_image_size"]))
         (tmp / "videos").mkdir()
         (tmp / "truth").mkdir()
-        video_rows = []
-        for spec in video_specs(sp, products):
-            frames, masks, shots = render_video(spec, sp, seed, sprites[spec.product.id])
-            rel = f"videos/{spec.id}.mp4"
-            write_video(tmp / rel, frames, spec.fps, crf=int(vp["crf"]), preset=str(vp["preset"]),
-                        threads=int(vp["threads"]))
-            write_json(tmp / "truth" / f"{spec.id}.json", truth_record(spec, shots, len(frames)))
-            save_masks(tmp / "truth" / f"{spec.id}.masks.npy.gz", masks)
-            video_rows.append({"id": spec.id, "path": rel, "category": spec.product.category,
-                               "caption": _caption(spec, shots), "product_id": spec.product.id,
-                               "width": spec.width, "height": spec.height, "fps": spec.fps,
-                               "n_frames": len(frames)})
-            log.info("%s: %dx%d @ %s fps, %d frames, cuts %s, product %s", spec.id, spec.width,
-                     spec.height, spec.fps, len(frames), [s.start for s in shots[1:]], spec.product.id)
+        specs = video_specs(sp, products)
+        workers = max(1, min(2, os.cpu_count() or 1, len(specs)))
+        with ThreadPoolExecutor(workers) as pool:
+            video_rows = list(pool.map(
+                lambda spec: _write_one_video(tmp, spec, sp, seed, sprites[spec.product.id], vp), specs))
         manifest = {"videos": video_rows, "products": product_rows}
         write_json(tmp / "manifest.json", manifest)
     return manifest

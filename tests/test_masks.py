@@ -225,7 +225,7 @@ def test_absent_product_is_rejected_and_stage_completes(stage):
 
 def test_runtime_is_small(stage):
     _, seconds = stage
-    assert seconds < 6 * 1.5, seconds  # 6 clips of 72 frames, decoding included
+    assert seconds < 6 * 3.0, seconds  # 6 clips of 72 frames, decoding included (~0.3 s each unloaded)
 
 
 def test_rerun_is_byte_identical(clips, stage, tmp_path):

@@ -129,6 +129,21 @@ def test_every_resolution_fps_pair_occurs():
         (320, 180, 30), (256, 144, 30), (320, 180, 25), (256, 144, 25)}
 
 
+@pytest.mark.parametrize("seconds", [1.0, 4.4, 12.0])
+def test_camera_stays_inside_canvas(seconds):
+    w, h, fps = 320, 180, 25
+    cw, ch = int(math.ceil(w * S.CANVAS_FACTOR)), int(math.ceil(h * S.CANVAS_FACTOR))
+    for k in range(40):
+        cam, words = S.camera_path(np.random.default_rng(k), int(seconds * fps), fps, w, h, cw, ch)
+        assert words
+        for corner in ((0, 0), (w, 0), (0, h), (w, h)):
+            x = cam[:, 0, 0] * corner[0] + cam[:, 0, 2]
+            y = cam[:, 1, 1] * corner[1] + cam[:, 1, 2]
+            assert x.min() >= -1e-6 and x.max() <= cw + 1e-6 and y.min() >= -1e-6 and y.max() <= ch + 1e-6
+        step = np.abs(np.diff(cam[:, :, 2], axis=0)).max()
+        assert step < 2.0, "camera moves too fast per frame"
+
+
 def test_shots_and_cuts(gen):
     out, manifest = gen
     lo, hi = SMALL["sample"]["cuts_per_video"]
