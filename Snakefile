@@ -54,7 +54,10 @@ rule all:
         f"{A}/engine",
         f"{A}/eval",
     default_target: True
-    run:
+
+
+onsuccess:
+    if Path(A, "eval", "report.html").exists():
         print(f"PVTT build complete. Report: {Path(A, 'eval', 'report.html').resolve()}")
 
 

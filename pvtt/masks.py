@@ -91,21 +91,41 @@ _MIN_SCORE = 5.0      # Mahalanobis distance below which a pixel is never produc
 _MIN_CHROMA = 12.0    # a detected product must differ from the background by this much a*b* chroma
 
 
-_OPEN = False
 _L_FLOOR = 25.0       # CIELAB L* below which chroma is no longer divided by lightness
 
 
-def lab_chroma(frame: np.ndarray) -> np.ndarray:
-    """(H, W, 2) float32 lightness-normalised CIELAB chroma: (a*, b*) * 50 / max(L*, 25).
+def chroma_features(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two (H, W, 2) float32 chroma maps of an RGB uint8 frame.
 
-    A brightness-only texture (the background) or shading (the product) scales a* and b*
-    roughly with L*, so the ratio stays put while a dark, saturated part (a bottle cap,
-    a strap) keeps its distance from a muted background.
+    * raw CIELAB (a*, b*): its 50 % level between background and product is close to the
+      anti-aliased edge;
+    * lightness-normalised (a*, b*) * 50 / max(L*, 25): a brightness-only texture (the
+      background) or shading (the product) scales a* and b* roughly with L*, so the ratio
+      stays put and a dark saturated part (a bottle cap, a bag's handle) keeps its distance
+      from a muted background, where raw chroma would call it grey.
     """
+    import os
     lab = cv2.cvtColor(frame.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-    if _L_FLOOR is None:
-        return lab[..., 1:]
-    return lab[..., 1:] * (50.0 / np.maximum(lab[..., :1], _L_FLOOR))
+    ycc = cv2.cvtColor(frame.astype(np.float32), cv2.COLOR_RGB2YCrCb)
+    raw_lab = lab[..., 1:]
+    raw_ycc = ycc[..., 1:] - 128.0
+    norm_lab = raw_lab * (50.0 / np.maximum(_block_mean(lab[..., 0])[..., None], _L_FLOOR))
+    norm_ycc = raw_ycc * (128.0 / np.maximum(_block_mean(ycc[..., 0])[..., None], 60.0))
+    RAW = os.environ.get("RAW", "lab"); NORM = os.environ.get("NORM", "lab")
+    return (raw_lab if RAW == "lab" else raw_ycc), (norm_lab if NORM == "lab" else norm_ycc)
+
+
+def _block_mean(x: np.ndarray) -> np.ndarray:
+    """Mean over the aligned 2x2 blocks of the yuv420p chroma grid, at full size.
+
+    Decoded chroma is one value per 2x2 block, so a block straddling an edge gives a
+    background pixel the product's chroma at the background's lightness; dividing by the
+    block's mean lightness keeps that pixel a blend instead of a very saturated outlier.
+    """
+    h, w = x.shape
+    p = np.pad(x, ((0, h % 2), (0, w % 2)), mode="edge")
+    b = p.reshape(p.shape[0] // 2, 2, p.shape[1] // 2, 2).mean(axis=(1, 3))
+    return np.repeat(np.repeat(b, 2, axis=0), 2, axis=1)[:h, :w]
 
 
 class ChromaModel:
@@ -219,61 +239,46 @@ _GF_RADIUS = 2
 _GF_EPS = 1e-3
 
 
-_MODE = "matte"
-_STRONG = 0.8
+_STRONG = 0.8         # normalised-chroma level (0 background .. 1 product) that is product
+                      # whatever the edge placement says (dark parts, thin handles)
 
 
-def matte_alpha(frame: np.ndarray, m: np.ndarray, radius: int = 4, min_contrast: float = 15.0
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel alpha by projecting the colour onto the line between the local product
-    colour F and the local background colour B (box means of the mask's inner and outer
-    cores within ``radius``): alpha = (I - B).(F - B) / |F - B|^2.
+class FrameScores:
+    """Mahalanobis distances of a frame's pixels to a background chroma model, in both
+    chroma spaces of :func:`chroma_features`; the model is fitted on ``bg`` pixels."""
 
-    Colours of an anti-aliased edge are linear blends of F and B, so this alpha is unbiased
-    and a 0.5 cut puts the edge where the coverage is 50 %. Returns (alpha, valid).
+    def __init__(self, feats: tuple[np.ndarray, np.ndarray], bg: np.ndarray):
+        self.models = [ChromaModel(f[bg]) for f in feats]
+        self.raw, self.norm = (m.score(f) for m, f in zip(self.models, feats))
+
+    def levels(self, fg: np.ndarray, bg: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        a, b = _midpoint(self.raw, fg, bg), _midpoint(self.norm, fg, bg)
+        return None if a is None or b is None else (a, b)
+
+
+def _alpha(score: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
+    fg, bg = levels
+    return np.clip((score - bg) / max(fg - bg, 1e-3), 0.0, 1.0).astype(np.float32)
+
+
+def _segment(frame: np.ndarray, sc: FrameScores, levels, zone: np.ndarray | None = None,
+             prefer: np.ndarray | None = None) -> np.ndarray:
+    """Product mask: raw-chroma alpha with its edges moved onto the luma edges (guided
+    filter) and cut at 50 %, united with the pixels that the lightness-normalised chroma
+    calls product for sure; largest component, closed, holes filled.
+
+    The chroma planes of a yuv420p video are half resolution, so a chroma-only cut is off by
+    up to a pixel on every edge; luma is full resolution and the guided filter moves the
+    edge onto it wherever the product and background differ in brightness.
     """
-    img = frame.astype(np.float32)
-    k = (2 * radius + 1, 2 * radius + 1)
-    box = lambda x: cv2.boxFilter(x, cv2.CV_32F, k, normalize=True, borderType=cv2.BORDER_REFLECT)
-    cf = _erode(m, 1).astype(np.float32)
-    cb = (~_dilate(m, 1)).astype(np.float32)
-    nf, nb = box(cf), box(cb)
-    F = box(img * cf[..., None]) / np.maximum(nf, 1e-6)[..., None]
-    B = box(img * cb[..., None]) / np.maximum(nb, 1e-6)[..., None]
-    D = F - B
-    den = (D * D).sum(-1)
-    alpha = ((img - B) * D).sum(-1) / np.maximum(den, 1e-6)
-    valid = (nf > 0.02) & (nb > 0.02) & (den > min_contrast ** 2)
-    return alpha, valid
-
-
-def _segment(frame: np.ndarray, score: np.ndarray, fg_level: float, bg_level: float,
-             zone: np.ndarray | None = None, prefer: np.ndarray | None = None) -> np.ndarray:
-    """Product mask from the score: membership at the 50 % score level, then the edge
-    placed on the colour matte (see :func:`matte_alpha`), cleaned.
-
-    The chroma planes of a yuv420p video are half resolution and lightness-normalised chroma
-    is not linear in the blend, so the score alone puts edges up to a pixel off; the matte
-    uses full RGB (full-resolution luma) and is linear in the blend.
-    """
-    t = max(0.5 * (fg_level + bg_level), _MIN_SCORE)
-    span = max(fg_level - bg_level, 1e-3)
-    a0 = np.clip((score - bg_level) / span, 0.0, 1.0).astype(np.float32)
-    if _MODE == "gf":
-        a0 = guided_filter(luma(frame), a0, _GF_RADIUS, _GF_EPS)
-    m = (a0 > 0.5) & (score > _MIN_SCORE * 0.5)
+    lv_raw, lv_norm = levels
+    a = guided_filter(luma(frame), _alpha(sc.raw, lv_raw), _GF_RADIUS, _GF_EPS)
+    m = ((a > 0.5) & (sc.raw > 0.5 * _MIN_SCORE)) | (_alpha(sc.norm, lv_norm) > _STRONG)
     if zone is not None:
         m &= zone
     m = largest_component(m, prefer)
-    if _MODE == "matte" and m.any():
-        alpha, valid = matte_alpha(frame, m)
-        strong = a0 > _STRONG
-        m = np.where(valid, (alpha > 0.5) | (strong & m), m)
-        if zone is not None:
-            m &= zone
-        m = largest_component(m, prefer)
     m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, _disk(1)).astype(bool)
-    return fill_holes(m, score, t)
+    return fill_holes(m, sc.norm, max(0.5 * sum(lv_norm), _MIN_SCORE))
 
 
 def detect_product(frame: np.ndarray, min_area_frac: float = 0.003, max_area_frac: float = 0.6,
@@ -287,9 +292,8 @@ def detect_product(frame: np.ndarray, min_area_frac: float = 0.003, max_area_fra
     h, w = frame.shape[:2]
     empty = np.zeros((h, w), bool)
     bw = border or max(2, round(0.05 * min(h, w)))
-    ab = lab_chroma(frame)
-    model = ChromaModel(ab[_border(h, w, bw)])
-    score = model.score(ab)
+    feats = chroma_features(frame)
+    score = ChromaModel(feats[1][_border(h, w, bw)]).score(feats[1])
     hi = float(np.percentile(score, 99.5))
     if hi <= _MIN_SCORE:
         return empty
@@ -304,31 +308,27 @@ def detect_product(frame: np.ndarray, min_area_frac: float = 0.003, max_area_fra
     far = ~_dilate(m, max(3, round(0.02 * max(h, w))))
     if far.sum() < 50:
         return empty
-    model = ChromaModel(ab[far])
-    score = model.score(ab)
-    levels = _midpoint(score, _erode(m, 1), far)
+    sc = FrameScores(feats, far)
+    levels = sc.levels(_erode(m, 1), far)
     if levels is not None:
-        m = _segment(frame, score, *levels, prefer=m)
+        m = _segment(frame, sc, levels, prefer=m)
     area = m.mean()
     if not m.any() or area < min_area_frac or area > max_area_frac:
         return empty
-    chroma = np.linalg.norm(np.median(ab[m], axis=0) - model.mean)
-    if chroma < _MIN_CHROMA:
+    if np.linalg.norm(np.median(feats[1][m], axis=0) - sc.models[1].mean) < _MIN_CHROMA:
         return empty
     return m
 
 
-def refine(frame: np.ndarray, prior: np.ndarray, band: int, fallback: tuple[float, float]
-           ) -> tuple[np.ndarray, tuple[float, float]]:
-    """Re-segment ``frame`` near the warped mask ``prior``; returns (mask, (fg, bg) levels)."""
-    ab = lab_chroma(frame)
+def refine(frame: np.ndarray, prior: np.ndarray, band: int, fallback) -> tuple[np.ndarray, tuple]:
+    """Re-segment ``frame`` near the warped mask ``prior``; returns (mask, levels used)."""
+    feats = chroma_features(frame)
     far = ~_dilate(prior, band + 2)
-    model = ChromaModel(ab[far]) if far.sum() > 50 else ChromaModel(ab[_border(*prior.shape, 2)])
-    score = model.score(ab)
+    sc = FrameScores(feats, far if far.sum() > 50 else _border(*prior.shape, 2))
     zone = _dilate(prior, band)
     ring = zone & ~_dilate(prior, 2)
-    levels = _midpoint(score, _erode(prior, 2), ring) or fallback
-    return _segment(frame, score, *levels, zone=zone, prefer=prior), levels
+    levels = sc.levels(_erode(prior, 2), ring) or fallback
+    return _segment(frame, sc, levels, zone=zone, prefer=prior), levels
 
 
 @register("classical")
@@ -353,7 +353,7 @@ class ClassicalMaskBackend(MaskBackend):
                 pred = prev
             size = np.sqrt(pred.sum())
             band = int(np.clip(round(0.15 * size), 3, 12))
-            m, cur = refine(frames[t], pred, band, levels or (4 * _MIN_SCORE, 0.0))
+            m, cur = refine(frames[t], pred, band, levels or ((4 * _MIN_SCORE, 0.0),) * 2)
             inter = np.logical_and(m, pred).sum()
             union = np.logical_or(m, pred).sum()
             if union == 0 or inter / union < 0.5:

@@ -149,3 +149,14 @@ def test_onnx_export_matches_pytorch(tmp_path):
         assert (ort(*ex) - dit(*ex)).abs().max() < 1e-4
     noise = torch.randn(1, C, F, H, W, generator=torch.Generator().manual_seed(2))
     assert (sample(ort, cond, noise, 4, 3.0) - sample(dit, cond, noise, 4, 3.0)).abs().max() < 1e-3
+
+
+def test_source_residual_model_starts_from_the_template():
+    """An untrained source-residual DiT reproduces the source exactly: training only learns the edit."""
+    dit = build_dit("tiny", C, seed=0, prediction="source_residual").eval()
+    cond = _cond(1)
+    noise = torch.randn(1, C, F, H, W, generator=torch.Generator().manual_seed(3))
+    out = sample(dit, cond, noise, 8, 3.0, cfg_scale=3.0)
+    assert (out - cond.source).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="model.prediction"):
+        build_dit("tiny", C, seed=0, prediction="eps")

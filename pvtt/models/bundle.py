@@ -27,6 +27,7 @@ class Bundle:
 def components_from_params(model_params: dict, train_data: dict) -> dict:
     return {
         "preset": model_params.get("preset", "tiny"),
+        "prediction": model_params.get("prediction", "velocity"),
         "codec": dict(model_params.get("codec", {"kind": "space_to_depth", "factor": 4})),
         "image_encoder": {"size": int(train_data["reference_size"]), **model_params.get("image_encoder", {"kind": "tiny", "seed": 0})},
         "text_encoder": dict(model_params.get("text_encoder", {"kind": "hashed", "max_len": 16})),
@@ -40,7 +41,7 @@ def _encoders(components: dict, text_dim: int):
 
 def new_bundle(components: dict, seed: int) -> Bundle:
     codec = build_codec(components["codec"])
-    dit = build_dit(components["preset"], codec.channels, seed)
+    dit = build_dit(components["preset"], codec.channels, seed, components.get("prediction", "velocity"))
     _, img, txt = _encoders(components, dit.arch["text_dim"])
     return Bundle(dit, codec, img, txt, components)
 

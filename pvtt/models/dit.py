@@ -57,10 +57,26 @@ def real_rope():
         wan_dit.rope_apply = _ORIGINAL_ROPE
 
 
+PREDICTIONS = ("velocity", "source_residual")
+
+
 class PVTTDiT(nn.Module):
-    def __init__(self, arch: dict, latent_channels: int, mask_channels: int = 1):
+    """Wan DiT conditioned on the source video, the edit mask and the reference image.
+
+    ``prediction`` chooses what the network's head means; the module always returns the
+    flow-matching velocity, so samplers, DMD2 and the ONNX engine are unchanged:
+    - ``velocity`` (Wan's own, used with pretrained weights): the head is the velocity.
+    - ``source_residual`` (the tiny sample models): the head is x0 - source and starts at
+      zero, so an untrained model already reproduces the template and training only has to
+      learn the edit; velocity = (x_t - x0) / s.
+    """
+
+    def __init__(self, arch: dict, latent_channels: int, mask_channels: int = 1, prediction: str = "velocity"):
         super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"model.prediction: unknown '{prediction}' (known: {', '.join(PREDICTIONS)})")
         self.arch = dict(arch)
+        self.prediction = prediction
         self.latent_channels, self.mask_channels = latent_channels, mask_channels
         self.use_real_rope = False
         self._real_rope_cache: dict = {}
@@ -70,10 +86,14 @@ class PVTTDiT(nn.Module):
             out_dim=latent_channels, text_dim=arch["text_dim"], freq_dim=arch["freq_dim"], eps=arch["eps"],
             patch_size=tuple(arch["patch_size"]), num_heads=arch["num_heads"], num_layers=arch["num_layers"],
             has_image_input=True)
+        if prediction == "source_residual":
+            nn.init.zeros_(self.wan.head.head.weight)
+            nn.init.zeros_(self.wan.head.head.bias)
 
     @property
     def config(self) -> dict:
-        return {"arch": self.arch, "latent_channels": self.latent_channels, "mask_channels": self.mask_channels}
+        return {"arch": self.arch, "latent_channels": self.latent_channels, "mask_channels": self.mask_channels,
+                "prediction": self.prediction}
 
     def _freqs(self, f: int, h: int, w: int):
         f, h, w = int(f), int(h), int(w)  # the ONNX tracer hands sizes over as tensors
@@ -108,8 +128,11 @@ class PVTTDiT(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(block, x, context, t_mod, freqs, use_reentrant=False)
             else:
                 x = block(x, context, t_mod, freqs)
-        x = wan.head(x, t)
-        return wan.unpatchify(x, (f, h, w))
+        out = wan.unpatchify(wan.head(x, t), (f, h, w))
+        if self.prediction == "velocity":
+            return out
+        sigma = (timestep / 1000.0).clamp_min(1e-4).view(-1, 1, 1, 1, 1).to(out.dtype)
+        return (x_t - (source + out)) / sigma
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, out_dir: str | Path, extra: dict | None = None) -> None:
@@ -126,7 +149,7 @@ class PVTTDiT(nn.Module):
             if not (d / name).exists():
                 raise FileNotFoundError(f"{d / name}: model file missing (build it, or `dvc pull {d}`)")
         cfg = json.loads((d / "config.json").read_text())
-        model = cls(cfg["arch"], cfg["latent_channels"], cfg.get("mask_channels", 1))
+        model = cls(cfg["arch"], cfg["latent_channels"], cfg.get("mask_channels", 1), cfg.get("prediction", "velocity"))
         model.load_state_dict(load_file(str(d / "model.safetensors")))
         return model
 
@@ -135,8 +158,8 @@ def read_config(model_dir: str | Path) -> dict:
     return json.loads((Path(model_dir) / "config.json").read_text())
 
 
-def build_dit(preset: str, latent_channels: int, seed: int) -> PVTTDiT:
+def build_dit(preset: str, latent_channels: int, seed: int, prediction: str = "velocity") -> PVTTDiT:
     if preset not in PRESETS:
         raise ValueError(f"model.preset: unknown preset '{preset}' (known: {', '.join(PRESETS)})")
     torch.manual_seed(seed)
-    return PVTTDiT(PRESETS[preset], latent_channels)
+    return PVTTDiT(PRESETS[preset], latent_channels, prediction=prediction)

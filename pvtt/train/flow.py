@@ -21,7 +21,12 @@ def noisy(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.T
 
 
 def flow_matching_loss(model, x0: torch.Tensor, cond: Conditions, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    v = call_model(model, noisy(x0, noise, sigma), sigma, cond)
+    """MSE on the velocity (Wan's objective); on x0 for source-residual models, where the
+    velocity's 1/s factor would blow up the weight of the lowest noise levels."""
+    x_t = noisy(x0, noise, sigma)
+    v = call_model(model, x_t, sigma, cond)
+    if getattr(model, "prediction", "velocity") == "source_residual":
+        return F.mse_loss(x0_from_velocity(x_t, v, sigma), x0)
     return F.mse_loss(v, noise - x0)
 
 
