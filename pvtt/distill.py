@@ -5,8 +5,6 @@ always the frozen teacher. The saved weights are the generator's EMA.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import torch
 
 from .cli import parser, setup_logging
 from .io.atomic import atomic_path
-from .io.jsonio import write_json
+from .io.jsonio import write_csv, write_json
 from .manifest import write_manifest
 from .models.bundle import load_bundle
 from .models.dit import PVTTDiT, read_config
@@ -60,12 +58,8 @@ def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, studen
     with atomic_path(out_dir, directory=True) as tmp:
         dmd.ema.save(tmp, extra={"components": tcfg["components"], "kind": "student", "steps": cfg.steps,
                                  "shift": cfg.shift, "cfg_baked": cfg.cfg_scale})
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["iteration", "dmd", "regression", "critic"])
-        for it, l in rows:
-            w.writerow([it, f"{l['dmd']:.6f}", f"{l['regression']:.6f}", f"{l['critic']:.6f}"])
-        (tmp / "loss.csv").write_text(buf.getvalue())
+        write_csv(tmp / "loss.csv", ["iteration", "dmd", "regression", "critic"],
+                  ([it, f"{l['dmd']:.6f}", f"{l['regression']:.6f}", f"{l['critic']:.6f}"] for it, l in rows))
         write_json(tmp / "metrics.json", metrics)
         write_manifest(tmp, student, params, [init_dir / "model.safetensors", teacher_dir / "model.safetensors",
                                               *shard_paths(dataset_dir, "train")], {"train_triplets": len(train)},

@@ -8,16 +8,23 @@ writes ``OUT/<clip_id>.npy.gz`` (``pvtt.io.masks.save_masks``, shape (n_frames, 
 Segmentation is a backend chosen by ``masks.backend``. The weight-free ``classical`` backend
 detects the product on the first frame and propagates the mask with dense optical flow:
 
-* detection: the background colour model is estimated from the frame border (the product
-  stays inside the frame); every pixel is scored by its Mahalanobis distance in CIELAB
-  chroma (a*, b*) to that model, thresholded with Otsu and then at the midpoint between the
-  background and product levels (the 50 % coverage line of an anti-aliased edge), cleaned by
-  morphology, reduced to the largest connected component, holes filled;
-* propagation: mask t is warped to frame t+1 with the Farneback flow t+1 -> t, then
-  re-segmented with the same colour model restricted to a dilated band around the warped
-  mask (threshold re-estimated in the band, background model re-estimated away from the
-  product), so the mask follows the product's rotation and does not drift. Where the
-  refinement disagrees grossly with the warped mask, the warped mask is kept.
+* colour model: the background is muted and its texture changes brightness, not hue, so
+  each pixel is scored by its Mahalanobis distance to a robust Gaussian model of the
+  background's chroma, in raw CIELAB (a*, b*) (places edges) and in lightness-normalised
+  chroma (keeps dark saturated parts such as a cap or a handle);
+* detection (frame 0): background model from the frame border (the product stays inside
+  the frame), Otsu threshold, largest connected component; then the model is re-fitted on
+  everything away from that candidate and the frame is cut at the midpoint between the
+  background's and the product's typical score (the 50 % line of an anti-aliased edge),
+  with the edge moved onto the full-resolution luma edges by a guided filter (decoded
+  chroma is half resolution); holes are filled unless they look like background. No
+  region that stands out by at least ``_MIN_CHROMA`` -> empty mask -> "no product detected";
+* propagation: mask t-1 is warped to frame t with the Farneback flow t -> t-1
+  (``pvtt.metrics.flow``/``warp``) and frame t is re-segmented the same way inside a
+  dilated band around the warped mask (background model and levels re-estimated on every
+  frame), so the mask follows rotation, zoom and drift and cannot drift off the product.
+  Where the re-segmentation disagrees grossly with the warped mask (IoU < 0.5), the
+  warped mask is kept for that frame.
 
 The real backend (Grounding DINO on the first frame + SAM2 video propagation) registers
 itself under another name in :data:`BACKENDS` when it is added.
@@ -85,34 +92,31 @@ def get_backend(name: str, cfg: dict) -> MaskBackend:
 
 # --------------------------------------------------------------------------- colour model
 
-_RIDGE = 4.0          # added to the chroma covariance (Lab units^2): a grey background with
-                      # almost no chroma noise must not make every faint tint "far"
-_MIN_SCORE = 5.0      # Mahalanobis distance below which a pixel is never product
-_MIN_CHROMA = 12.0    # a detected product must differ from the background by this much a*b* chroma
-
-
-_L_FLOOR = 25.0       # CIELAB L* below which chroma is no longer divided by lightness
+_RIDGE = 4.0        # added to the chroma covariance: a grey background with almost no chroma
+                    # noise must not make every faint tint "far"
+_MIN_SCORE = 5.0    # Mahalanobis distance to the background below which nothing is product
+_MIN_CHROMA = 12.0  # a detected product must differ from the background by this much chroma
+_L_FLOOR = 25.0     # CIELAB L* below which chroma is no longer divided by lightness
+_STRONG = 0.8       # normalised-chroma level (0 background .. 1 product) that is product
+                    # whatever the edge placement says (dark parts, thin handles)
+_GF_RADIUS = 2      # guided filter (edge placement on luma): window radius, regularisation
+_GF_EPS = 1e-3
 
 
 def chroma_features(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two (H, W, 2) float32 chroma maps of an RGB uint8 frame.
 
-    * raw CIELAB (a*, b*): its 50 % level between background and product is close to the
-      anti-aliased edge;
+    * raw CIELAB (a*, b*): its 50 % level between background and product lies close to
+      the anti-aliased edge, which is what places the mask's boundary;
     * lightness-normalised (a*, b*) * 50 / max(L*, 25): a brightness-only texture (the
       background) or shading (the product) scales a* and b* roughly with L*, so the ratio
       stays put and a dark saturated part (a bottle cap, a bag's handle) keeps its distance
-      from a muted background, where raw chroma would call it grey.
+      from a muted background, where raw chroma would call it nearly grey. It decides
+      membership, not edges: next to a dark background a blend is just a darker product.
     """
-    import os
     lab = cv2.cvtColor(frame.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-    ycc = cv2.cvtColor(frame.astype(np.float32), cv2.COLOR_RGB2YCrCb)
-    raw_lab = lab[..., 1:]
-    raw_ycc = ycc[..., 1:] - 128.0
-    norm_lab = raw_lab * (50.0 / np.maximum(_block_mean(lab[..., 0])[..., None], _L_FLOOR))
-    norm_ycc = raw_ycc * (128.0 / np.maximum(_block_mean(ycc[..., 0])[..., None], 60.0))
-    RAW = os.environ.get("RAW", "lab"); NORM = os.environ.get("NORM", "lab")
-    return (raw_lab if RAW == "lab" else raw_ycc), (norm_lab if NORM == "lab" else norm_ycc)
+    raw = lab[..., 1:]
+    return raw, raw * (50.0 / np.maximum(_block_mean(lab[..., 0])[..., None], _L_FLOOR))
 
 
 def _block_mean(x: np.ndarray) -> np.ndarray:
@@ -199,8 +203,10 @@ def fill_holes(m: np.ndarray, score: np.ndarray | None = None, t: float = 0.0,
     return out
 
 
-def largest_component(m: np.ndarray, prefer: np.ndarray | None = None) -> np.ndarray:
-    """Largest 8-connected component, or the one overlapping ``prefer`` most."""
+def largest_component(m: np.ndarray, prefer: np.ndarray | None = None, share: float = 0.3) -> np.ndarray:
+    """The largest 8-connected component; with ``prefer``, every component lying at least
+    ``share`` inside ``prefer`` (so a thin handle that a frame's threshold detaches from
+    the body stays), or else the one overlapping ``prefer`` most."""
     n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
     if n <= 1:
         return np.zeros_like(m, bool)
@@ -208,7 +214,10 @@ def largest_component(m: np.ndarray, prefer: np.ndarray | None = None) -> np.nda
         overlap = np.bincount(lab[prefer], minlength=n)
         overlap[0] = 0
         if overlap.max() > 0:
-            return lab == int(np.argmax(overlap))
+            keep = overlap >= share * stats[:, cv2.CC_STAT_AREA]
+            keep[0] = False
+            keep[int(np.argmax(overlap))] = True
+            return keep[lab]
     return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
@@ -235,14 +244,6 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     return box(a) * guide + box(b)
 
 
-_GF_RADIUS = 2
-_GF_EPS = 1e-3
-
-
-_STRONG = 0.8         # normalised-chroma level (0 background .. 1 product) that is product
-                      # whatever the edge placement says (dark parts, thin handles)
-
-
 class FrameScores:
     """Mahalanobis distances of a frame's pixels to a background chroma model, in both
     chroma spaces of :func:`chroma_features`; the model is fitted on ``bg`` pixels."""
@@ -265,7 +266,8 @@ def _segment(frame: np.ndarray, sc: FrameScores, levels, zone: np.ndarray | None
              prefer: np.ndarray | None = None) -> np.ndarray:
     """Product mask: raw-chroma alpha with its edges moved onto the luma edges (guided
     filter) and cut at 50 %, united with the pixels that the lightness-normalised chroma
-    calls product for sure; largest component, closed, holes filled.
+    calls product for sure; restricted to ``zone``, the component(s) of ``prefer`` (or the
+    largest), closed, holes filled.
 
     The chroma planes of a yuv420p video are half resolution, so a chroma-only cut is off by
     up to a pixel on every edge; luma is full resolution and the guided filter moves the

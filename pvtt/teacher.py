@@ -6,8 +6,6 @@ guidance on the product works at sampling time.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ import torch
 
 from .cli import parser, setup_logging
 from .io.atomic import atomic_path
-from .io.jsonio import write_json
+from .io.jsonio import write_csv, write_json
 from .manifest import write_manifest
 from .models.bundle import components_from_params, new_bundle
 from .train.data import encode, load_split, shard_paths
@@ -77,12 +75,8 @@ def train_teacher(dataset_dir: Path, out_dir: Path, params: dict) -> dict:
     log.info("teacher: val loss %.4f -> %.4f; %.2f samples/s", val_before, val_after, iters * batch / max(seconds, 1e-9))
     with atomic_path(out_dir, directory=True) as tmp:
         model.save(tmp, extra={"components": components, "kind": "teacher", "shift": shift})
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["step", "loss", "lr", "grad_norm"])
-        for r in rows:
-            w.writerow([r[0], f"{r[1]:.6f}", f"{r[2]:.6e}", f"{r[3]:.6f}"])
-        (tmp / "loss.csv").write_text(buf.getvalue())
+        write_csv(tmp / "loss.csv", ["step", "loss", "lr", "grad_norm"],
+                  ([r[0], f"{r[1]:.6f}", f"{r[2]:.6e}", f"{r[3]:.6f}"] for r in rows))
         write_json(tmp / "metrics.json", metrics)
         write_manifest(tmp, "teacher", params, shard_paths(dataset_dir, "train"), {"train_triplets": len(train)},
                        extra={"metrics": metrics})

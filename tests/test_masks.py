@@ -286,3 +286,24 @@ def test_invalid_params_name_the_key(params, key):
 def test_unknown_backend_lists_known_names():
     with pytest.raises(ValueError, match="classical"):
         M.get_backend("sam9", {})
+
+
+def test_embedded_sample_products(tmp_path):
+    """The build's own sample generator (pvtt.sample): one shot per category, downscaled to
+    the clip size and re-encoded like the clips stage does, against its exact masks."""
+    from pvtt import sample as S
+
+    sp = {**S.DEFAULT_SAMPLE, "n_videos": 4, "n_products": 4, "cuts_per_video": [0, 0], "shot_seconds": [3.0, 3.0]}
+    scores = {}
+    for spec in S.video_specs(sp, S.make_catalogue(1234, 4)):
+        frames, truth, _ = S.render_video(spec, sp, 1234, S.render_product(spec.product, 0, 2))
+        write_video(tmp_path / "src.mp4", frames, spec.fps)
+        write_video(tmp_path / "clip.mp4", read_frames(tmp_path / "src.mp4", size=(160, 90)), spec.fps)
+        clip = read_frames(tmp_path / "clip.mp4")
+        gt = np.stack([cv2.resize(m.astype(np.float32), (160, 90), interpolation=cv2.INTER_AREA) > 0.5 for m in truth])
+        pred = M.ClassicalMaskBackend({"min_area_frac": 0.003}).segment(clip)
+        scores[spec.product.category] = mean_frame_iou(pred, gt)
+    print("sample IoU", {k: round(v, 3) for k, v in scores.items()})
+    assert sorted(scores) == ["bag", "bottle", "box", "watch"]
+    assert all(v >= 0.88 for v in scores.values()), scores
+    assert np.mean(list(scores.values())) >= 0.92, scores

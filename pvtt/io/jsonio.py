@@ -31,3 +31,15 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     if not p.exists():
         return []
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_csv(path: str | os.PathLike, header: list[str], rows: Iterable[Iterable]) -> None:
+    """A small CSV (loss curves, DVC plots), written atomically with '\\n' line ends."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
