@@ -29,9 +29,10 @@ import numpy as np
 from . import cli
 from .io.atomic import atomic_path
 from .io.jsonio import read_json, write_json
-from .io.masks import load_masks
+
 from .io.rejects import Rejects
-from .io.video import MediaError, probe, read_frames, write_video
+from .io.video import MediaError, probe, write_video
+from .masks import load_clip_and_masks
 
 log = logging.getLogger("pvtt.backgrounds")
 
@@ -236,20 +237,15 @@ def run(clips_dir: str | Path, masks_dir: str | Path, maskqc_dir: str | Path, ou
                 rejects.add(cid, "clip missing: not listed in clips.json")
                 continue
             mentry = (masks_index.get("clips") or {}).get(cid, {})
+            loaded = load_clip_and_masks(clips_dir / clip["path"], masks_dir / mentry.get("path", f"{cid}.npy.gz"),
+                                         cid, rejects)
+            if loaded is None:
+                continue
+            frames, masks = loaded
             try:
-                frames = read_frames(clips_dir / clip["path"])
                 fps = float(clip.get("fps") or probe(clips_dir / clip["path"], count_frames=False).fps)
             except MediaError as e:
                 rejects.add(cid, f"unreadable clip: {e}")
-                continue
-            mpath = masks_dir / mentry.get("path", f"{cid}.npy.gz")
-            try:
-                masks = load_masks(mpath)
-            except (OSError, ValueError, EOFError) as e:
-                rejects.add(cid, f"unreadable masks: {mpath.name}: {e.__class__.__name__}: {e}")
-                continue
-            if masks.ndim != 3 or masks.shape != frames.shape[:3]:
-                rejects.add(cid, f"mask/clip mismatch: masks {tuple(masks.shape)} vs frames {tuple(frames.shape[:3])}")
                 continue
             clean, info = backend.remove(frames, masks)
             try:

@@ -23,7 +23,7 @@ from .io.jsonio import write_json
 from .manifest import write_manifest
 from .models.bundle import load_bundle
 from .models.dit import read_config, real_rope
-from .models.sampler import Conditions, call_model, sample
+from .models.sampler import sample
 from .train.data import encode, load_split
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def try_tensorrt(onnx_path: Path, out_path: Path, mode: str) -> dict:
         return {"built": False, "reason": "engine.tensorrt is 'off'"}
     reason = None
     try:
-        import tensorrt as trt  # noqa: F401
+        import tensorrt as trt
     except Exception as e:  # the PyPI stub fails at import on machines without NVIDIA's wheels
         reason = f"tensorrt not importable ({e.__class__.__name__}: {str(e)[:120]})"
     if reason is None and not torch.cuda.is_available():
@@ -75,8 +75,6 @@ def try_tensorrt(onnx_path: Path, out_path: Path, mode: str) -> dict:
         if mode == "require":
             raise RuntimeError(f"engine.tensorrt is 'require' but {reason}")
         return {"built": False, "reason": reason}
-    import tensorrt as trt
-
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)

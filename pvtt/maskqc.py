@@ -32,9 +32,8 @@ import numpy as np
 from . import cli
 from .io.atomic import atomic_path
 from .io.jsonio import read_json, write_json
-from .io.masks import load_masks
 from .io.rejects import Rejects
-from .io.video import MediaError, read_frames
+from .masks import load_clip_and_masks
 from .metrics import flow, iou, warp
 
 log = logging.getLogger("pvtt.maskqc")
@@ -135,20 +134,11 @@ def run(clips_dir: str | Path, masks_dir: str | Path, out: str | Path, params: d
         if cid not in clip_paths:
             rejects.add(cid, "clip missing: not listed in clips.json")
             continue
-        try:
-            frames = read_frames(clips_dir / clip_paths[cid])
-        except MediaError as e:
-            rejects.add(cid, f"unreadable clip: {e}")
+        loaded = load_clip_and_masks(clips_dir / clip_paths[cid],
+                                     masks_dir / index["clips"][cid].get("path", f"{cid}.npy.gz"), cid, rejects)
+        if loaded is None:
             continue
-        mpath = masks_dir / index["clips"][cid].get("path", f"{cid}.npy.gz")
-        try:
-            masks = load_masks(mpath)
-        except (OSError, ValueError, EOFError) as e:
-            rejects.add(cid, f"unreadable masks: {mpath.name}: {e.__class__.__name__}: {e}")
-            continue
-        if masks.ndim != 3 or masks.shape != frames.shape[:3]:
-            rejects.add(cid, f"mask/clip mismatch: masks {tuple(masks.shape)} vs frames {tuple(frames.shape[:3])}")
-            continue
+        frames, masks = loaded
         res = clip_qc(frames, masks, cfg)
         result["clips"][cid] = res
         if not res["kept"]:

@@ -43,7 +43,7 @@ import numpy as np
 from . import cli
 from .io.atomic import atomic_path
 from .io.jsonio import read_json, write_json
-from .io.masks import save_masks
+from .io.masks import load_masks, save_masks
 from .io.rejects import Rejects
 from .io.video import MediaError, read_frames
 from .metrics import flow, warp
@@ -443,3 +443,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="output directory work/masks/<video>")
     args = ap.parse_args(argv)
     run(args.clips, args.out, args.params)
+
+
+def load_clip_and_masks(clip_path: Path, mask_path: Path, cid: str, rejects: Rejects):
+    """Decode a clip and its mask stack, or record why not (returns None): shared by QC and backgrounds."""
+    try:
+        frames = read_frames(clip_path)
+    except MediaError as e:
+        rejects.add(cid, f"unreadable clip: {e}")
+        return None
+    try:
+        masks = load_masks(mask_path)
+    except (OSError, ValueError, EOFError) as e:
+        rejects.add(cid, f"unreadable masks: {mask_path.name}: {e.__class__.__name__}: {e}")
+        return None
+    if masks.ndim != 3 or masks.shape != frames.shape[:3]:
+        rejects.add(cid, f"mask/clip mismatch: masks {tuple(masks.shape)} vs frames {tuple(frames.shape[:3])}")
+        return None
+    return frames, masks

@@ -7,7 +7,6 @@ drivers agree, and that a params change rebuilds only what lies downstream.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from pathlib import Path
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from e2e_helpers import ROOT, env
 from pvtt import params as P
-from pvtt.dvcgen import build, render
+from pvtt.dvcgen import build
 from pvtt.workflow import MILESTONES, RULES, job_count_formula, rule_params
 
 
