@@ -31,3 +31,10 @@ dvc-yaml: setup
 
 clean:
 	rm -rf work artifacts .snakemake
+
+# SLURM: the ci preset up to the teacher through `--profile slurm` on a throw-away single-node
+# cluster (root; installs slurm-wlm + munge with apt-get if missing). See README "SLURM".
+.PHONY: test-slurm
+test-slurm: setup
+	bash envs/slurm_packages.sh
+	bash tests_slurm/run.sh

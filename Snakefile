@@ -21,6 +21,9 @@ PRODUCTS = sorted(INPUTS.products)
 N_SHARDS = wf.num_shards(config, len(VIDEOS))
 SHARDS = [f"{i:04d}" for i in range(N_SHARDS)]
 VERDICTS = config["filter"]["l3"]["verdicts"]
+# SLURM partition for every job; "" leaves it to the profile's default-resources or the cluster default.
+PARTITION = config["resources"].get("partition", "")
+PART = {"slurm_partition": PARTITION} if PARTITION else {}
 
 
 def P(rule):

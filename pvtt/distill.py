@@ -2,6 +2,11 @@
 
 Each student starts from the previous one (student_16 from the teacher); the real score is
 always the frozen teacher. The saved weights are the generator's EMA.
+
+With ``--checkpoint-dir`` the DMD2 state (generator, fake score, EMA, both AdamW optimisers, the
+noise generator), the batch generator, the global RNGs and the loss rows are saved every
+``distill.common.checkpoint_every`` steps (``pvtt.train.checkpoint``); a rerun resumes from the
+newest matching checkpoint and ends with the same bytes as an uninterrupted run on CPU.
 """
 from __future__ import annotations
 
@@ -13,16 +18,18 @@ import torch
 from .cli import parser, setup_logging
 from .io.atomic import atomic_path
 from .io.jsonio import write_csv, write_json
-from .manifest import write_manifest
+from .manifest import sha256_file, write_manifest
 from .models.bundle import load_bundle
 from .models.dit import PVTTDiT, read_config
+from .train.checkpoint import Checkpointer, dataset_identity, fingerprint, rng_state, set_rng_state
 from .train.data import encode, load_split, shard_paths
 from .train.dmd import DMD2, DMDConfig, few_step_mse
 
 log = logging.getLogger(__name__)
 
 
-def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, student: str, out_dir: Path, params: dict) -> dict:
+def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, student: str, out_dir: Path, params: dict,
+                    checkpoint_dir: Path | None = None) -> dict:
     common, own, td = params["distill"]["common"], params["distill"][student], params["train_data"]
     tcfg = read_config(teacher_dir)
     bundle = load_bundle(teacher_dir)
@@ -39,17 +46,33 @@ def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, studen
         val = encode(load_split(dataset_dir, "val", td), bundle)
     except (FileNotFoundError, ValueError):
         val = train
-    before = few_step_mse(generator, val.target, val.cond, cfg.steps, cfg.shift)
+    inputs = {"dataset": dataset_identity(dataset_dir), "teacher": sha256_file(teacher_dir / "model.safetensors"),
+              "init": sha256_file(init_dir / "model.safetensors")}
+    fp = fingerprint(student, {"student": student, **params}, inputs)
+    ckpt = Checkpointer(checkpoint_dir, int(common.get("checkpoint_every", 10)), fp, student)
+    found = ckpt.find() if ckpt.enabled else None
+    state = Checkpointer.load(found) if found else None
+    before = state["before"] if state else few_step_mse(generator, val.target, val.cond, cfg.steps, cfg.shift)
     dmd = DMD2(generator, bundle.dit, cfg)
     g = torch.Generator().manual_seed(cfg.seed + 1)
-    rows = []
-    for it in range(cfg.iterations):
+    start, rows = 0, []
+    if state:
+        dmd.load_state_dict(state["dmd"])
+        set_rng_state(state["rng"], {"batch": g})
+        start, rows = int(state["step"]), [(int(it), dict(l)) for it, l in state["rows"]]
+        log.info("%s: resuming from step %d of %d (checkpoint %s)", student, start, cfg.iterations, found)
+    elif ckpt.enabled:
+        log.info("%s: no checkpoint to resume in %s: starting from step 0 (checkpoint every %d steps)",
+                 student, checkpoint_dir, ckpt.every)
+    for it in range(start, cfg.iterations):
         idx = torch.randint(0, len(train), (cfg.batch_size,), generator=g)
         losses = dmd.step(train.target[idx], train.cond.select(idx))
         rows.append((it, losses))
         if it % max(1, cfg.iterations // 10) == 0 or it == cfg.iterations - 1:
             log.info("%s iter %d/%d dmd %.4f reg %.4f critic %.4f", student, it + 1, cfg.iterations,
                      losses["dmd"], losses["regression"], losses["critic"])
+        if ckpt.due(it + 1, cfg.iterations):
+            ckpt.save(it + 1, {"dmd": dmd.state_dict(), "rng": rng_state({"batch": g}), "rows": rows, "before": before})
     after = few_step_mse(dmd.ema, val.target, val.cond, cfg.steps, cfg.shift)
     metrics = {"steps": cfg.steps, "iterations": cfg.iterations,
                "val_mse_before": round(before, 6), "val_mse_after": round(after, 6),
@@ -76,6 +99,8 @@ def main(argv=None) -> None:
     ap.add_argument("--student", required=True, choices=["student_16", "student_8", "student_4"])
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--checkpoint-dir", type=Path, default=None,
+                    help="where to save and resume checkpoints (outside the output: Snakemake deletes failed outputs)")
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, a.threads))
-    distill_student(a.dataset, a.teacher, a.init, a.student, a.out, a.params)
+    distill_student(a.dataset, a.teacher, a.init, a.student, a.out, a.params, a.checkpoint_dir)

@@ -3,8 +3,10 @@
 Each milestone becomes one DVC stage whose command runs Snakemake for that milestone's
 artifact; its params are the union of the keys its rules read, its deps are the upstream
 artifacts plus the code and rule files its rules run (the same code files are inputs of the
-rules, so Snakemake and DVC agree on what a code change invalidates), and its out is the artifact
-(``persist: true``: DVC must not delete it before Snakemake decides what to rebuild).
+rules, so Snakemake and DVC agree on what a code change invalidates), and its out is the
+artifact. The intermediates in work/ are not DVC outs, so when DVC reruns a stage it deletes
+only that artifact: the milestone's final rule reruns (whatever made DVC decide), and Snakemake
+rebuilds only the intermediates that are out of date.
 ``python -m pvtt.dvcgen --check`` fails when dvc.yaml is stale (a test runs it).
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ def build(config: dict) -> dict:
             "cmd": f"{SNAKEMAKE} {art}/{ms.out}",
             "deps": deps,
             "params": params,
-            "outs": [{f"{art}/{ms.out}": {"persist": True}}],
+            "outs": [f"{art}/{ms.out}"],
         }
     return {
         "stages": stages,

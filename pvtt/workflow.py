@@ -168,3 +168,10 @@ def job_count_formula(n_videos: int, n_products: int, n_shards: int, sample: boo
     product 1, per shard 2 (synth, filter), plus fixed ones (index, pairs, review, pack, teacher,
     3 students, engine, eval, all: 11, and sample when generated)."""
     return 6 * n_videos + n_products + 2 * n_shards + 11 + (1 if sample else 0)
+
+
+def pulled_artifact(config: dict, milestone: str, work_marker: str) -> bool:
+    """True when a milestone's artifact is here but the intermediates it is built from are not:
+    it came from `dvc pull`/`dvc checkout`, not from a build in this checkout."""
+    art = Path(config["paths"]["artifacts"]) / MILESTONES[milestone].out
+    return (art / "manifest.json").exists() and not Path(work_marker).exists()

@@ -14,6 +14,8 @@ rule sample:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/sample.py --params {params.p:q} --out {output} > {log} 2>&1"
 
@@ -40,6 +42,8 @@ rule ingest:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/ingest.py --params {params.p:q} --manifest {params.manifest} --video-id {wildcards.video} --out {output} > {log} 2>&1"
 
@@ -57,6 +61,8 @@ rule shots:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/shots.py --params {params.p:q} --raw {input.raw} --out {output} > {log} 2>&1"
 
@@ -75,6 +81,8 @@ rule clips:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/clips.py --params {params.p:q} --raw {input.raw} --shots {input.shots} --out {output} > {log} 2>&1"
 
@@ -101,6 +109,8 @@ rule products:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/products.py --params {params.p:q} --manifest {params.manifest} --product-id {wildcards.product} --out {output} > {log} 2>&1"
 
@@ -124,5 +134,7 @@ rule index:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/index.py --params {params.p:q} --work {W} --videos {params.videos} --products {params.products} --out {output} > {log} 2>&1"

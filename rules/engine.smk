@@ -16,5 +16,8 @@ rule engine:
     resources:
         mem_mb=R("eval", "mem_mb", 4000),
         runtime=R("eval", "runtime", 60),
+        cpus_per_task=R("eval", "threads", 1),
+        **PART,
+        gpu=R("eval", "gpus", 0),
     shell:
         "{PY} scripts/engine.py --params {params.p:q} --student {input.student} --dataset {input.dataset} --out {output} --threads {threads} > {log} 2>&1"

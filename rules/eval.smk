@@ -20,5 +20,8 @@ rule eval:
     resources:
         mem_mb=R("eval", "mem_mb", 4000),
         runtime=R("eval", "runtime", 60),
+        cpus_per_task=R("eval", "threads", 1),
+        **PART,
+        gpu=R("eval", "gpus", 0),
     shell:
         "{PY} scripts/eval.py --params {params.p:q} --dataset {input.dataset} --teacher {input.teacher} --students {input.students} --engine {input.engine} --out {output} --threads {threads} > {log} 2>&1"

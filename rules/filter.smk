@@ -15,6 +15,8 @@ rule filter:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/filter.py --params {params.p:q} --work {W} --pairs {input.pairs} --synth {input.synth} --out {output} > {log} 2>&1"
 
@@ -35,5 +37,7 @@ rule review:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/review.py --params {params.p:q} --work {W} --filter {input.filters} --verdicts {params.verdicts} --out {output} > {log} 2>&1"

@@ -14,6 +14,8 @@ rule masks:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/masks.py --params {params.p:q} --clips {input.clips} --out {output} > {log} 2>&1"
 
@@ -32,6 +34,8 @@ rule maskqc:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/maskqc.py --params {params.p:q} --clips {input.clips} --masks {input.masks} --out {output} > {log} 2>&1"
 
@@ -51,5 +55,7 @@ rule backgrounds:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/backgrounds.py --params {params.p:q} --clips {input.clips} --masks {input.masks} --maskqc {input.maskqc} --out {output} > {log} 2>&1"

@@ -20,6 +20,8 @@ rule pairs:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/pairs.py --params {params.p:q} --work {W} --videos {params.videos} --num-shards {params.n} --out {W}/pairs > {log} 2>&1"
 
@@ -37,5 +39,7 @@ rule synth:
     resources:
         mem_mb=R("default", "mem_mb", 2000),
         runtime=R("default", "runtime", 30),
+        cpus_per_task=R("default", "threads", 1),
+        **PART,
     shell:
         "{PY} scripts/synth.py --params {params.p:q} --work {W} --pairs {input.pairs} --out {output} > {log} 2>&1"

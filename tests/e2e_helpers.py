@@ -27,8 +27,9 @@ def env() -> dict:
     return e
 
 
-def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout,
+def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 1500,
+        extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True, timeout=timeout,
                          shell=isinstance(cmd, str))
     if check and res.returncode != 0:
         raise AssertionError(f"{cmd} failed ({res.returncode}):\nSTDOUT:\n{res.stdout[-4000:]}\nSTDERR:\n{res.stderr[-6000:]}")

@@ -156,6 +156,61 @@ def test_teacher_loss_falls_and_engine_matches(repo):
     assert html.count("<img") == ev["benchmark_items"]
 
 
+def _digest(d: Path) -> dict[str, str]:
+    import hashlib
+
+    # .snakemake_timestamp: the marker Snakemake adds to directory outputs it restores from its cache.
+    return {str(f.relative_to(d)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.rglob("*"))
+            if f.is_file() and f.name != ".snakemake_timestamp"}
+
+
+def _clone_and_pull(repo: Path, dest: Path) -> Path:
+    run(["git", "clone", "-q", str(repo), str(dest)], repo.parent)
+    remote = run(["dvc", "remote", "list", "--local"], repo).stdout.split()[1]
+    run(["dvc", "remote", "modify", "--local", "storage", "url", remote], dest)
+    run([sys.executable, "-m", "pvtt.versions", "pull"], dest)
+    return dest
+
+
+def test_release_push_and_pull_on_a_fresh_clone(repo, tmp_path_factory):
+    repo, _ = repo
+    run(["git", "add", "dvc.lock"], repo)
+    run(["git", "commit", "-qm", "build"], repo)
+    for kind in ("dataset", "teacher", "student"):
+        assert run([sys.executable, "-m", "pvtt.versions", "release", kind], repo).stdout.strip().splitlines()[-1] == f"{kind}-v1"
+    run(["dvc", "push"], repo)
+    clone = _clone_and_pull(repo, tmp_path_factory.mktemp("pull") / "clone")
+    for m in MILESTONES:
+        assert _digest(clone / "artifacts" / m) == _digest(repo / "artifacts" / m), m
+    for inter in ("sample", "raw", "clips", "masks", "synth", "index.sqlite"):
+        assert not (clone / "work" / inter).exists(), f"a pull must not rebuild intermediates ({inter})"
+    dry = run(["snakemake", "-n", "--cores", "2"], clone)
+    assert snakemake_jobs(dry.stdout + dry.stderr) == {}
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert dvc_changed_stages(run(["dvc", "status"], clone).stdout) == []
+    (repo.parent / "dataset-v1.json").write_text(json.dumps(_digest(repo / "artifacts/dataset")))
+
+
+def test_output_cache_reuses_the_teacher_in_a_second_clone(repo, tmp_path_factory):
+    repo, _ = repo
+    base = tmp_path_factory.mktemp("cache")
+    cache = base / "snakemake-cache"
+    cache.mkdir()
+    env_cache = {"SNAKEMAKE_OUTPUT_CACHE": str(cache)}
+    first = _clone_and_pull(repo, base / "first")
+    run(["rm", "-rf", "artifacts/teacher"], first)
+    res = run(["snakemake", "--cores", "2", "--cache", "--", "artifacts/teacher"], first, extra_env=env_cache)
+    assert "teacher" in snakemake_jobs(res.stdout + res.stderr)
+    assert "teacher step" in (first / "work/logs/teacher.log").read_text(), "the first clone trains the teacher"
+    second = _clone_and_pull(repo, base / "second")
+    run(["rm", "-rf", "artifacts/teacher"], second)
+    res = run(["snakemake", "--cores", "2", "--cache", "--", "artifacts/teacher"], second, extra_env=env_cache)
+    assert "from cache" in res.stdout + res.stderr
+    log = second / "work/logs/teacher.log"  # `pull` touches (empty) logs; training would fill it
+    assert not log.exists() or "teacher step" not in log.read_text(), "the second clone must not train"
+    assert _digest(second / "artifacts/teacher") == _digest(first / "artifacts/teacher")
+
+
 def test_student_4_param_change_rebuilds_only_downstream(repo):
     repo, _ = repo
     params = read_params(repo)
@@ -190,3 +245,16 @@ def test_clip_param_change_rebuilds_clips_and_after(repo):
     ran = snakemake_jobs(real.stdout + real.stderr)
     assert not (set(ran) & upstream), ran
     assert {"clips", "masks", "maskqc", "backgrounds", "pairs", "synth", "filter", "pack"} <= set(ran)
+
+
+def test_first_dataset_version_comes_back_by_tag(repo, tmp_path_factory):
+    """Build, tag, change a data param, build again: the first dataset's bytes come back by tag."""
+    repo, _ = repo
+    run(["dvc", "commit", "-f", "dataset"], repo)
+    run(["git", "commit", "-qam", "dataset with more clip trimming"], repo)
+    assert run([sys.executable, "-m", "pvtt.versions", "release", "dataset"], repo).stdout.strip().splitlines()[-1] == "dataset-v2"
+    v1 = json.loads((repo.parent / "dataset-v1.json").read_text())
+    assert _digest(repo / "artifacts/dataset") != v1, "the data param change must change the dataset"
+    out = tmp_path_factory.mktemp("get")
+    run([sys.executable, "-m", "pvtt.versions", "get", "dataset-v1", str(out), "--repo", str(repo)], repo)
+    assert _digest(out / "dataset") == v1

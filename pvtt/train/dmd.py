@@ -60,6 +60,19 @@ class DMD2:
         self.sigmas = sigma_schedule(cfg.steps, cfg.shift)
         self.g = torch.Generator().manual_seed(cfg.seed)
 
+    # -- checkpoints: everything ``step`` reads or changes, so a resumed run continues exactly --
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict(), "fake": self.fake.state_dict(), "ema": self.ema.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_f": self.opt_f.state_dict(), "noise_rng": self.g.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.fake.load_state_dict(state["fake"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_f.load_state_dict(state["opt_f"])
+        self.g.set_state(state["noise_rng"])
+
     def _simulate(self, cond: Conditions, shape) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the student from noise for a random number i < k of its steps; return (x at s_i, s_i)."""
         i = int(torch.randint(0, self.cfg.steps, (1,), generator=self.g))
