@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup run test test-fast bench-dag dvc-yaml clean
+.PHONY: setup run test test-fast bench-dag dvc-yaml clean pull
 
 $(STAMP): envs/requirements.txt envs/constraints.txt envs/setup.sh
 	bash envs/setup.sh
@@ -38,3 +38,6 @@ clean:
 test-slurm: setup
 	bash envs/slurm_packages.sh
 	bash tests_slurm/run.sh
+
+pull: setup
+	python -m pvtt.versions pull
