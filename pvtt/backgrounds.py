@@ -21,7 +21,7 @@ import abc
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,6 +33,7 @@ from .io.jsonio import read_json, write_json
 from .io.rejects import Rejects
 from .io.video import MediaError, probe, write_video
 from .masks import load_clip_and_masks
+from .registry import Registry
 
 log = logging.getLogger("pvtt.backgrounds")
 
@@ -58,21 +59,12 @@ class BackgroundBackend(abc.ABC):
         ...
 
 
-BACKENDS: dict[str, type[BackgroundBackend]] = {}
-
-
-def register(name: str) -> Callable[[type[BackgroundBackend]], type[BackgroundBackend]]:
-    def deco(cls: type[BackgroundBackend]) -> type[BackgroundBackend]:
-        cls.name = name
-        BACKENDS[name] = cls
-        return cls
-    return deco
+BACKENDS = Registry("backgrounds.backend")
+register = BACKENDS.register
 
 
 def get_backend(name: str, cfg: dict) -> BackgroundBackend:
-    if name not in BACKENDS:
-        raise ValueError(f"params key 'backgrounds.backend': unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
-    return BACKENDS[name](cfg)
+    return BACKENDS.create(name, cfg)
 
 
 # --------------------------------------------------------------------------- camera motion
@@ -202,8 +194,7 @@ def validate_params(params: dict) -> tuple[dict, dict]:
             raise ValueError(f"params key '{sec}.{unknown[0]}' is not known (known: {', '.join(sorted(defaults))})")
         out.append({**defaults, **s})
     bg, video = out
-    if not isinstance(bg["backend"], str) or bg["backend"] not in BACKENDS:
-        raise ValueError(f"params key 'backgrounds.backend': unknown backend {bg['backend']!r} (known: {', '.join(sorted(BACKENDS))})")
+    BACKENDS.check(bg["backend"])
     bg["dilate"] = _int_param(bg, "backgrounds", "dilate", 0, 64)
     bg["temporal_window"] = _int_param(bg, "backgrounds", "temporal_window", 0, 10000)
     r = bg["radius"]

@@ -35,7 +35,7 @@ import abc
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -47,6 +47,7 @@ from .io.masks import load_masks, save_masks
 from .io.rejects import Rejects
 from .io.video import MediaError, read_frames
 from .metrics import flow, warp
+from .registry import Registry
 
 log = logging.getLogger("pvtt.masks")
 
@@ -73,21 +74,12 @@ class MaskBackend(abc.ABC):
         ...
 
 
-BACKENDS: dict[str, type[MaskBackend]] = {}
-
-
-def register(name: str) -> Callable[[type[MaskBackend]], type[MaskBackend]]:
-    def deco(cls: type[MaskBackend]) -> type[MaskBackend]:
-        cls.name = name
-        BACKENDS[name] = cls
-        return cls
-    return deco
+BACKENDS = Registry("masks.backend")
+register = BACKENDS.register
 
 
 def get_backend(name: str, cfg: dict) -> MaskBackend:
-    if name not in BACKENDS:
-        raise ValueError(f"params key 'masks.backend': unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
-    return BACKENDS[name](cfg)
+    return BACKENDS.create(name, cfg)
 
 
 # --------------------------------------------------------------------------- colour model
@@ -379,8 +371,7 @@ def validate_params(params: dict) -> dict:
     if unknown:
         raise ValueError(f"params key 'masks.{unknown[0]}' is not known (known: {', '.join(sorted(DEFAULTS))})")
     cfg = {**DEFAULTS, **sec}
-    if not isinstance(cfg["backend"], str) or cfg["backend"] not in BACKENDS:
-        raise ValueError(f"params key 'masks.backend': unknown backend {cfg['backend']!r} (known: {', '.join(sorted(BACKENDS))})")
+    BACKENDS.check(cfg["backend"])
     v = cfg["min_area_frac"]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
         raise ValueError(f"params key 'masks.min_area_frac' must be a number in [0, 1), got {v!r}")

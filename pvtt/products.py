@@ -37,7 +37,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -47,6 +47,7 @@ from .ingest import ManifestError, find_product, load_manifest, resolve_media_pa
 from .io.atomic import atomic_path
 from .io.jsonio import write_json
 from .io.rejects import Rejects
+from .registry import Registry
 from .io.video import MediaError, read_image, write_png
 
 log = logging.getLogger("pvtt.products")
@@ -185,16 +186,13 @@ class RembgMatting(MattingBackend):
         return np.asarray(out.convert("L"), dtype=np.uint8)
 
 
-BACKENDS: dict[str, Callable[[dict], MattingBackend]] = {
-    WhiteMatting.name: WhiteMatting,
-    RembgMatting.name: RembgMatting,
-}
+BACKENDS = Registry("products.backend")
+BACKENDS.register(WhiteMatting.name)(WhiteMatting)
+BACKENDS.register(RembgMatting.name)(RembgMatting)
 
 
 def get_backend(cfg: dict) -> MattingBackend:
-    if cfg["backend"] not in BACKENDS:
-        raise ValueError(f"params key 'products.backend' must be one of {sorted(BACKENDS)}, got {cfg['backend']!r}")
-    return BACKENDS[cfg["backend"]](cfg)
+    return BACKENDS.create(cfg["backend"], cfg)
 
 
 # ----------------------------------------------------------------------------- params
@@ -211,8 +209,7 @@ def validate_params(params: dict) -> dict:
 
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
     is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if c["backend"] not in BACKENDS:
-        raise bad("backend", f"one of {sorted(BACKENDS)}")
+    BACKENDS.check(c["backend"])
     if not is_num(c["white_threshold"]) or not 1 <= c["white_threshold"] <= 255:
         raise bad("white_threshold", "a number in [1, 255]")
     if not is_int(c["feather"]) or c["feather"] < 0:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from . import cli
 from .io.atomic import atomic_path
 from .io.jsonio import read_json, write_json
 from .io.rejects import Rejects
+from .registry import Registry
 from .io.video import MediaError, ffmpeg_bin, probe
 
 log = logging.getLogger("pvtt.shots")
@@ -104,18 +105,13 @@ class AdaptiveShotDetector(_PySceneDetect):
                                 min_content_val=self.cfg["min_content_val"])
 
 
-DETECTORS: dict[str, Callable[[dict], ShotDetector]] = {
-    ContentShotDetector.name: ContentShotDetector,
-    AdaptiveShotDetector.name: AdaptiveShotDetector,
-}
+DETECTORS = Registry("shots.detector", "detector")
+DETECTORS.register(ContentShotDetector.name)(ContentShotDetector)
+DETECTORS.register(AdaptiveShotDetector.name)(AdaptiveShotDetector)
 
 
 def get_detector(cfg: dict) -> ShotDetector:
-    try:
-        return DETECTORS[cfg["detector"]](cfg)
-    except KeyError:
-        raise ValueError(f"params key 'shots.detector' must be one of {sorted(DETECTORS)}, "
-                         f"got {cfg['detector']!r}") from None
+    return DETECTORS.create(cfg["detector"], cfg)
 
 
 # ----------------------------------------------------------------------------- params
@@ -137,8 +133,7 @@ def validate_params(params: dict) -> dict:
     if not isinstance(sub, dict):
         raise ValueError(f"params key 'shots' must be a mapping, got {sub!r}")
     cfg = {**DEFAULTS, **sub}
-    if cfg["detector"] not in DETECTORS:
-        raise ValueError(f"params key 'shots.detector' must be one of {sorted(DETECTORS)}, got {cfg['detector']!r}")
+    DETECTORS.check(cfg["detector"])
     _num(cfg, "threshold", 0.0, hi=255.0)
     _num(cfg, "min_scene_len", 1, integer=True)
     _num(cfg, "adaptive_threshold", 0.0)

@@ -33,7 +33,7 @@ import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,6 +43,7 @@ from .io.atomic import atomic_path
 from .io.jsonio import read_json, write_json
 from .io.masks import load_masks, save_masks
 from .io.rejects import Rejects
+from .registry import Registry
 from .io.video import MediaError, probe, read_frames, read_image, write_video
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,7 @@ def validate_params(params: dict) -> dict:
         route = cli.get(params, "synth.route")
     except KeyError as e:
         raise ValueError(str(e.args[0])) from None
-    if not isinstance(route, str) or route not in ROUTES:
-        raise ValueError(f"params key 'synth.route': unknown route {route!r} (available: {', '.join(sorted(ROUTES))})")
+    ROUTES.check(route)
     scale_margin = float(_number(params, "synth.scale_margin", 1e-3, 1.0))
     if scale_margin <= 0:
         raise ValueError("params key 'synth.scale_margin' must be > 0")
@@ -117,17 +117,8 @@ def validate_params(params: dict) -> dict:
 
 # ----------------------------------------------------------------------------- routes
 
-ROUTES: dict[str, type["Route"]] = {}
-
-
-def register_route(*names: str) -> Callable[[type["Route"]], type["Route"]]:
-    def deco(cls: type[Route]) -> type[Route]:
-        for n in names:
-            if n in ROUTES:
-                raise ValueError(f"synth route {n!r} registered twice")
-            ROUTES[n] = cls
-        return cls
-    return deco
+ROUTES = Registry("synth.route", "route")
+register_route = ROUTES.register
 
 
 class Route(ABC):
