@@ -36,9 +36,19 @@ def CODE(rule):
     return wf.RULES[rule].code_files()
 
 
-def R(group, key, default):
+RESOURCE_FALLBACK = {"mem_mb": 2000, "runtime": 30, "threads": 1, "gpus": 0}
+
+
+def RES(group):
+    """A rule group's resources from params `resources:` (group over `default` over fallback).
+
+    GPUs go out as `gpu`, the name the SLURM executor turns into `--gpus`; the partition
+    only when set, so the profile's default-resources can supply it otherwise.
+    """
     res = config["resources"]
-    return res.get(group, {}).get(key, res.get("default", {}).get(key, default))
+    r = {**RESOURCE_FALLBACK, **res.get("default", {}), **res.get(group, {})}
+    out = {"mem_mb": r["mem_mb"], "runtime": r["runtime"], "cpus_per_task": r["threads"], "gpu": r["gpus"]}
+    return {**out, **PART}
 
 
 wildcard_constraints:

@@ -22,7 +22,7 @@ from .manifest import sha256_file, write_manifest
 from .models.bundle import load_bundle
 from .models.dit import PVTTDiT, read_config
 from .train.checkpoint import Checkpointer, dataset_identity, fingerprint, rng_state, set_rng_state
-from .train.data import encode, load_split, shard_paths
+from .train.data import load_train_val, shard_paths
 from .train.dmd import DMD2, DMDConfig, few_step_mse
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,7 @@ def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, studen
                     ema_decay=float(common.get("ema_decay", 0.9)), seed=int(common.get("seed", 0)),
                     guidance_convention=common.get("guidance_convention", "standard"))
     torch.manual_seed(cfg.seed)
-    train = encode(load_split(dataset_dir, "train", td), bundle)
-    try:
-        val = encode(load_split(dataset_dir, "val", td), bundle)
-    except (FileNotFoundError, ValueError):
-        val = train
+    train, val = load_train_val(dataset_dir, td, bundle)
     inputs = {"dataset": dataset_identity(dataset_dir), "teacher": sha256_file(teacher_dir / "model.safetensors"),
               "init": sha256_file(init_dir / "model.safetensors")}
     fp = fingerprint(student, {"student": student, **params}, inputs)

@@ -33,7 +33,7 @@ from .manifest import write_manifest
 from .models.bundle import components_from_params, new_bundle
 from .models.sampler import Conditions
 from .train.checkpoint import Checkpointer, dataset_identity, fingerprint, rng_state, set_rng_state
-from .train.data import encode, load_split, shard_paths
+from .train.data import load_train_val, shard_paths
 from .train.flow import fixed_loss, flow_matching_loss, sample_sigmas, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,7 @@ def train_teacher(dataset_dir: Path, out_dir: Path, params: dict, checkpoint_dir
     torch.manual_seed(seed)
     components = components_from_params(params.get("model", {}), td)
     bundle = new_bundle(components, seed)
-    train = encode(load_split(dataset_dir, "train", td), bundle)
-    try:
-        val = encode(load_split(dataset_dir, "val", td), bundle)
-    except (FileNotFoundError, ValueError):
-        val = train
+    train, val = load_train_val(dataset_dir, td, bundle)
     model = bundle.dit
     model.train()
     n_params = sum(p.numel() for p in model.parameters())

@@ -20,7 +20,8 @@ import yaml
 from .params import get_key
 
 SHARED_CODE = ["pvtt/__init__.py", "pvtt/cli.py", "pvtt/manifest.py", "pvtt/io/__init__.py", "pvtt/io/atomic.py",
-               "pvtt/io/jsonio.py", "pvtt/io/rejects.py", "pvtt/io/masks.py", "pvtt/io/video.py"]
+               "pvtt/io/jsonio.py", "pvtt/io/rejects.py", "pvtt/io/masks.py", "pvtt/io/video.py",
+               "pvtt/registry.py"]
 MODEL_CODE = ["pvtt/models/__init__.py", "pvtt/models/bundle.py", "pvtt/models/codec.py", "pvtt/models/dit.py",
               "pvtt/models/encoders.py", "pvtt/models/sampler.py", "pvtt/models/weights.py",
               "pvtt/train/__init__.py", "pvtt/train/data.py", "pvtt/train/flow.py", "pvtt/pack.py"]

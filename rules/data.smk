@@ -12,10 +12,7 @@ rule sample:
     log:
         f"{W}/logs/sample.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/sample.py --params {params.p:q} --out {output} > {log} 2>&1"
 
@@ -40,10 +37,7 @@ rule ingest:
     log:
         f"{W}/logs/ingest/{{video}}.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/ingest.py --params {params.p:q} --manifest {params.manifest} --video-id {wildcards.video} --out {output} > {log} 2>&1"
 
@@ -59,10 +53,7 @@ rule shots:
     log:
         f"{W}/logs/shots/{{video}}.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/shots.py --params {params.p:q} --raw {input.raw} --out {output} > {log} 2>&1"
 
@@ -79,10 +70,7 @@ rule clips:
     log:
         f"{W}/logs/clips/{{video}}.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/clips.py --params {params.p:q} --raw {input.raw} --shots {input.shots} --out {output} > {log} 2>&1"
 
@@ -107,10 +95,7 @@ rule products:
     log:
         f"{W}/logs/products/{{product}}.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/products.py --params {params.p:q} --manifest {params.manifest} --product-id {wildcards.product} --out {output} > {log} 2>&1"
 
@@ -132,9 +117,6 @@ rule index:
     log:
         f"{W}/logs/index.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/index.py --params {params.p:q} --work {W} --videos {params.videos} --products {params.products} --out {output} > {log} 2>&1"

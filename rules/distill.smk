@@ -18,14 +18,10 @@ for _student, _init in STUDENT_INIT.items():
             p=P(_student),
             student=_student,
         cache: True  # between-workflow output cache: `snakemake --cache` with SNAKEMAKE_OUTPUT_CACHE set
-        threads: R("train", "threads", 2)
+        threads: RES("train")["cpus_per_task"]
         log:
             f"{W}/logs/{_student}.log",
         resources:
-            mem_mb=R("train", "mem_mb", 8000),
-            runtime=R("train", "runtime", 240),
-            cpus_per_task=R("train", "threads", 1),
-            **PART,
-            gpu=R("train", "gpus", 0),
+            **RES("train"),
         shell:
             "{PY} scripts/distill.py --params {params.p:q} --dataset {input.dataset} --teacher {input.teacher} --init {input.init} --student {params.student} --out {output} --threads {threads} --checkpoint-dir {W}/checkpoints/{params.student} > {log} 2>&1"

@@ -12,16 +12,12 @@ rule eval:
         directory(f"{A}/eval"),
     params:
         p=P("eval"),
-    threads: R("eval", "threads", 2)
+    threads: RES("eval")["cpus_per_task"]
     log:
         f"{W}/logs/eval.log",
     benchmark:
         f"{W}/benchmarks/eval.tsv"
     resources:
-        mem_mb=R("eval", "mem_mb", 4000),
-        runtime=R("eval", "runtime", 60),
-        cpus_per_task=R("eval", "threads", 1),
-        **PART,
-        gpu=R("eval", "gpus", 0),
+        **RES("eval"),
     shell:
         "{PY} scripts/eval.py --params {params.p:q} --dataset {input.dataset} --teacher {input.teacher} --students {input.students} --engine {input.engine} --out {output} --threads {threads} > {log} 2>&1"

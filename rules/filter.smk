@@ -13,10 +13,7 @@ rule filter:
     log:
         f"{W}/logs/filter/{{shard}}.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/filter.py --params {params.p:q} --work {W} --pairs {input.pairs} --synth {input.synth} --out {output} > {log} 2>&1"
 
@@ -35,9 +32,6 @@ rule review:
     log:
         f"{W}/logs/review.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/review.py --params {params.p:q} --work {W} --filter {input.filters} --verdicts {params.verdicts} --out {output} > {log} 2>&1"

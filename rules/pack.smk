@@ -32,9 +32,6 @@ rule pack:
     log:
         f"{W}/logs/pack.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/pack.py --params {params.p:q} --work {W} --pairs-dir {W}/pairs --synth {params.synth} --filter {params.filters} --review {W}/review --out {output} > {log} 2>&1"

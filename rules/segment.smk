@@ -12,10 +12,7 @@ rule masks:
     log:
         f"{W}/logs/masks/{{video}}.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/masks.py --params {params.p:q} --clips {input.clips} --out {output} > {log} 2>&1"
 
@@ -32,10 +29,7 @@ rule maskqc:
     log:
         f"{W}/logs/maskqc/{{video}}.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/maskqc.py --params {params.p:q} --clips {input.clips} --masks {input.masks} --out {output} > {log} 2>&1"
 
@@ -53,9 +47,6 @@ rule backgrounds:
     log:
         f"{W}/logs/backgrounds/{{video}}.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/backgrounds.py --params {params.p:q} --clips {input.clips} --masks {input.masks} --maskqc {input.maskqc} --out {output} > {log} 2>&1"

@@ -18,10 +18,7 @@ rule pairs:
     log:
         f"{W}/logs/pairs.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/pairs.py --params {params.p:q} --work {W} --videos {params.videos} --num-shards {params.n} --out {W}/pairs > {log} 2>&1"
 
@@ -37,9 +34,6 @@ rule synth:
     log:
         f"{W}/logs/synth/{{shard}}.log",
     resources:
-        mem_mb=R("default", "mem_mb", 2000),
-        runtime=R("default", "runtime", 30),
-        cpus_per_task=R("default", "threads", 1),
-        **PART,
+        **RES("default"),
     shell:
         "{PY} scripts/synth.py --params {params.p:q} --work {W} --pairs {input.pairs} --out {output} > {log} 2>&1"

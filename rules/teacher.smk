@@ -10,15 +10,11 @@ rule teacher:
     params:
         p=P("teacher"),
     cache: True  # between-workflow output cache: `snakemake --cache` with SNAKEMAKE_OUTPUT_CACHE set
-    threads: R("train", "threads", 2)
+    threads: RES("train")["cpus_per_task"]
     log:
         f"{W}/logs/teacher.log",
     resources:
-        mem_mb=R("train", "mem_mb", 8000),
-        runtime=R("train", "runtime", 240),
-        cpus_per_task=R("train", "threads", 1),
-        **PART,
-        gpu=R("train", "gpus", 0),
+        **RES("train"),
     shell:
         # torchrun: one process per GPU of the job (one on CPU); checkpoints outside the output.
         "{PY} -m torch.distributed.run --standalone --nproc_per_node $(( {resources.gpu} > 1 ? {resources.gpu} : 1 ))"

@@ -25,10 +25,6 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
-    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        f = (frames - 1) // self.temporal + 1 if self.temporal > 1 else frames
-        return self.channels, f, height // self.spatial, width // self.spatial
-
     def encode_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """(B, 1, F, H, W) in {0,1} -> the latent grid, as the fraction of each cell covered."""
         b, _, f, h, w = mask.shape

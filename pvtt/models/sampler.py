@@ -7,7 +7,6 @@ standard convention uncond + w (cond - uncond) (w = 1: no guidance).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -43,9 +42,6 @@ class Conditions:
         """Zero image and text conditions where ``keep`` (B,) is False (CFG dropout in training)."""
         k3 = keep.view(-1, 1, 1).to(self.image_tokens.dtype)
         return Conditions(self.source, self.mask, self.image_tokens * k3, self.text_tokens * k3)
-
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor, Conditions], torch.Tensor]
 
 
 def call_model(model, x: torch.Tensor, sigma: torch.Tensor, cond: Conditions) -> torch.Tensor:

@@ -99,6 +99,16 @@ def load_split(dataset_dir: str | Path, split: str, td: dict, limit: int | None 
                     torch.stack(ref), [s["caption"] for s in rows], rgba)
 
 
+def load_train_val(dataset_dir: str | Path, td: dict, bundle) -> tuple[Encoded, Encoded]:
+    """The encoded train split and the val split (the train split again when val is empty or absent)."""
+    train = encode(load_split(dataset_dir, "train", td), bundle)
+    try:
+        val = encode(load_split(dataset_dir, "val", td), bundle)
+    except (FileNotFoundError, ValueError):
+        val = train
+    return train, val
+
+
 @torch.no_grad()
 def encode(tr: Triplets, bundle) -> Encoded:
     """Encode with the model bundle's codec and frozen condition encoders."""

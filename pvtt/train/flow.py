@@ -43,10 +43,6 @@ def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.1) -> flo
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
 
-def batch_indices(n: int, batch: int, step: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, n, (min(batch, n) if n < batch else batch,), generator=generator)
-
-
 @torch.no_grad()
 def fixed_loss(model, x0: torch.Tensor, cond: Conditions, shift: float, seed: int = 7, levels: int = 8) -> float:
     """Flow-matching loss at fixed noise levels and fixed noise: a low-variance progress measure."""
