@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup run test test-fast bench-dag dvc-yaml clean pull
+.PHONY: setup run test test-fast bench-dag bench-train dvc-yaml clean pull
 
 $(STAMP): envs/requirements.txt envs/constraints.txt envs/setup.sh
 	bash envs/setup.sh
@@ -25,6 +25,11 @@ test-fast: setup
 
 bench-dag: setup
 	python -m pvtt.bench_dag
+
+# Training throughput: data path alone vs full teacher step; last line loader_to_step=<ratio>.
+bench-train: setup
+	snakemake --cores $(CORES) --profile profiles/local artifacts/latents
+	python -m pvtt.bench_train
 
 dvc-yaml: setup
 	python -m pvtt.dvcgen

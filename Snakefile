@@ -51,6 +51,12 @@ def RES(group):
     return {**out, **PART}
 
 
+# Training rules start one process per GPU of their allocation (one on CPU) with torchrun,
+# inside the job: `--standalone` picks a free rendezvous port, so concurrent jobs on a node coexist.
+TORCHRUN = ("{PY} -m torch.distributed.run --standalone"
+            " --nproc_per_node $(( {resources.gpu} > 1 ? {resources.gpu} : 1 ))")
+
+
 wildcard_constraints:
     video="[A-Za-z0-9_-]+",
     product="[A-Za-z0-9_-]+",
@@ -60,6 +66,7 @@ wildcard_constraints:
 rule all:
     input:
         f"{A}/dataset",
+        f"{A}/latents",
         f"{A}/teacher",
         f"{A}/student_16",
         f"{A}/student_8",
@@ -79,6 +86,7 @@ include: "rules/segment.smk"
 include: "rules/synth.smk"
 include: "rules/filter.smk"
 include: "rules/pack.smk"
+include: "rules/latents.smk"
 include: "rules/teacher.smk"
 include: "rules/distill.smk"
 include: "rules/engine.smk"

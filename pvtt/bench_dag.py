@@ -72,7 +72,7 @@ def main() -> int:
         expected = job_count_formula(n_v, n_p, shards, sample=False)
         print(f"full scale: {n_v} videos, {n_p} products, {shards} pair shards "
               f"(~{int(n_v * params['pairs']['expected_clips_per_video'] * params['pairs']['products_per_clip'])} pairs); "
-              f"formula 6*V + P + 2*S + 11 = {expected}")
+              f"formula 6*V + P + 2*S + 12 = {expected}")
         print(f"jobs={jobs} seconds={seconds:.1f}")
         return 0 if jobs == expected else 1
 

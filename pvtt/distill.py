@@ -7,10 +7,15 @@ With ``--checkpoint-dir`` the DMD2 state (generator, fake score, EMA, both AdamW
 noise generator), the batch generator, the global RNGs and the loss rows are saved every
 ``distill.common.checkpoint_every`` steps (``pvtt.train.checkpoint``); a rerun resumes from the
 newest matching checkpoint and ends with the same bytes as an uninterrupted run on CPU.
+
+It reads the latent cache (``pvtt.latents``). Launched by ``torch.distributed.run`` with
+WORLD_SIZE > 1, DMD2 is data-parallel (``pvtt.train.dmd``, ``pvtt.train.distributed``); rank 0
+computes the validation metric and writes checkpoints and the artifact.
 """
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -21,16 +26,19 @@ from .io.jsonio import write_csv, write_json
 from .manifest import sha256_file, write_manifest
 from .models.bundle import load_bundle
 from .models.dit import PVTTDiT, read_config
-from .train.checkpoint import Checkpointer, dataset_identity, fingerprint, rng_state, set_rng_state
-from .train.data import load_train_val, shard_paths
+from .latents import latent_files, load_latents
+from .train import distributed as ddp
+from .train.checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from .train.dmd import DMD2, DMDConfig, few_step_mse
 
 log = logging.getLogger(__name__)
 
 
-def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, student: str, out_dir: Path, params: dict,
-                    checkpoint_dir: Path | None = None) -> dict:
-    common, own, td = params["distill"]["common"], params["distill"][student], params["train_data"]
+def distill_student(latents_dir: Path, teacher_dir: Path, init_dir: Path, student: str, out_dir: Path, params: dict,
+                    checkpoint_dir: Path | None = None, device: str | torch.device = "cpu") -> dict:
+    common, own = params["distill"]["common"], params["distill"][student]
+    device = torch.device(device)
+    world, rank = ddp.world()
     tcfg = read_config(teacher_dir)
     bundle = load_bundle(teacher_dir)
     generator = PVTTDiT.load(init_dir)
@@ -41,14 +49,23 @@ def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, studen
                     ema_decay=float(common.get("ema_decay", 0.9)), seed=int(common.get("seed", 0)),
                     guidance_convention=common.get("guidance_convention", "standard"))
     torch.manual_seed(cfg.seed)
-    train, val = load_train_val(dataset_dir, td, bundle)
-    inputs = {"dataset": dataset_identity(dataset_dir), "teacher": sha256_file(teacher_dir / "model.safetensors"),
+    train, val = load_latents(latents_dir, tcfg["components"])
+    files = latent_files(latents_dir)
+    inputs = {**{p.name: sha256_file(p) for p in files}, "teacher": sha256_file(teacher_dir / "model.safetensors"),
               "init": sha256_file(init_dir / "model.safetensors")}
-    fp = fingerprint(student, {"student": student, **params}, inputs)
-    ckpt = Checkpointer(checkpoint_dir, int(common.get("checkpoint_every", 10)), fp, student)
-    found = ckpt.find() if ckpt.enabled else None
+    fp = fingerprint(student, {"student": student, **params}, inputs, world_size=world)
+    ckpt = Checkpointer(checkpoint_dir, int(common.get("checkpoint_every", 10)), fp, student, writer=rank == 0)
+    path = ckpt.find() if ckpt.enabled and rank == 0 else None
+    found = ddp.broadcast_from_rank0(str(path) if path else None)
     state = Checkpointer.load(found) if found else None
-    before = state["before"] if state else few_step_mse(generator, val.target, val.cond, cfg.steps, cfg.shift)
+    before = None
+    if state:
+        before = state["before"]
+    elif rank == 0:  # validation runs on the CPU, before the networks move to the device
+        before = few_step_mse(generator, val.target, val.cond, cfg.steps, cfg.shift)
+    if device.type != "cpu":
+        generator.to_device(device)
+        bundle.dit.to_device(device)
     dmd = DMD2(generator, bundle.dit, cfg)
     g = torch.Generator().manual_seed(cfg.seed + 1)
     start, rows = 0, []
@@ -60,6 +77,7 @@ def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, studen
     elif ckpt.enabled:
         log.info("%s: no checkpoint to resume in %s: starting from step 0 (checkpoint every %d steps)",
                  student, checkpoint_dir, ckpt.every)
+    t0 = time.time()
     for it in range(start, cfg.iterations):
         idx = torch.randint(0, len(train), (cfg.batch_size,), generator=g)
         losses = dmd.step(train.target[idx], train.cond.select(idx))
@@ -69,7 +87,16 @@ def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, studen
                      losses["dmd"], losses["regression"], losses["critic"])
         if ckpt.due(it + 1, cfg.iterations):
             ckpt.save(it + 1, {"dmd": dmd.state_dict(), "rng": rng_state({"batch": g}), "rows": rows, "before": before})
+    seconds = time.time() - t0
+    ddp.barrier()
+    if rank != 0:
+        ddp.barrier()
+        return {}
+    if device.type != "cpu":
+        dmd.ema.to_device(torch.device("cpu"))
     after = few_step_mse(dmd.ema, val.target, val.cond, cfg.steps, cfg.shift)
+    log.info("%s: %.2f samples/s (%d process%s)", student, (cfg.iterations - start) * cfg.batch_size / max(seconds, 1e-9),
+             world, "es" if world > 1 else "")
     metrics = {"steps": cfg.steps, "iterations": cfg.iterations,
                "val_mse_before": round(before, 6), "val_mse_after": round(after, 6),
                "init": str(init_dir), "teacher": str(teacher_dir)}
@@ -80,23 +107,28 @@ def distill_student(dataset_dir: Path, teacher_dir: Path, init_dir: Path, studen
         write_csv(tmp / "loss.csv", ["iteration", "dmd", "regression", "critic"],
                   ([it, f"{l['dmd']:.6f}", f"{l['regression']:.6f}", f"{l['critic']:.6f}"] for it, l in rows))
         write_json(tmp / "metrics.json", metrics)
-        write_manifest(tmp, student, params, [init_dir / "model.safetensors", teacher_dir / "model.safetensors",
-                                              *shard_paths(dataset_dir, "train")], {"train_triplets": len(train)},
-                       extra={"metrics": metrics})
+        write_manifest(tmp, student, params, [init_dir / "model.safetensors", teacher_dir / "model.safetensors", *files],
+                       {"train_triplets": len(train)}, extra={"metrics": metrics})
+    ddp.barrier()
     return metrics
 
 
 def main(argv=None) -> None:
-    setup_logging()
+    setup_logging(logging.INFO if ddp.launched_rank() == 0 else logging.WARNING)
     ap = parser("Distil a few-step student from the teacher with DMD2, starting from --init.")
-    ap.add_argument("--dataset", required=True, type=Path)
+    ap.add_argument("--latents", required=True, type=Path, help="the latent cache (artifacts/latents)")
     ap.add_argument("--teacher", required=True, type=Path)
     ap.add_argument("--init", required=True, type=Path, help="model to start from (teacher or previous student)")
     ap.add_argument("--student", required=True, choices=["student_16", "student_8", "student_4"])
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for the whole job (split over processes)")
+    ap.add_argument("--gpus", type=int, default=0, help="GPUs of the job: > 0 trains on cuda:LOCAL_RANK when CUDA is there")
     ap.add_argument("--checkpoint-dir", type=Path, default=None,
                     help="where to save and resume checkpoints (outside the output: Snakemake deletes failed outputs)")
     a = ap.parse_args(argv)
-    torch.set_num_threads(max(1, a.threads))
-    distill_student(a.dataset, a.teacher, a.init, a.student, a.out, a.params, a.checkpoint_dir)
+    torch.set_num_threads(max(1, a.threads // max(1, ddp.launched_world())))
+    device = ddp.init(a.gpus, a.student)
+    try:
+        distill_student(a.latents, a.teacher, a.init, a.student, a.out, a.params, a.checkpoint_dir, device)
+    finally:
+        ddp.shutdown()

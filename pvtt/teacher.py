@@ -9,107 +9,65 @@ RNG state each ``teacher.checkpoint_every`` steps (``pvtt.train.checkpoint``) an
 the newest matching checkpoint; a killed and resumed run ends with the same bytes as an
 uninterrupted one on CPU.
 
-Multi-process: launched by ``torch.distributed.run`` with WORLD_SIZE > 1, every rank draws the
-same global batch from the same generator, trains on its contiguous share, and the gradients
-(each rank's loss weighted by its share of the batch) are summed with one all_reduce (gloo on
-CPU, nccl on GPU), so the update is the one of the whole batch. Only rank 0 computes
-validation losses and writes checkpoints and the artifact. With WORLD_SIZE 1 (or no launcher)
-nothing of this runs and the loop is the single-process one.
+It reads the latent cache (``pvtt.latents``), not the videos. Multi-process: launched by
+``torch.distributed.run`` with WORLD_SIZE > 1, the loop is data-parallel as
+``pvtt.train.distributed`` describes; rank 0 validates and writes.
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from .cli import parser, setup_logging
 from .io.atomic import atomic_path
 from .io.jsonio import write_csv, write_json
-from .manifest import write_manifest
+from .manifest import sha256_file, write_manifest
+from .models.base import init_from_base, load_base_state
 from .models.bundle import components_from_params, new_bundle
-from .models.sampler import Conditions
-from .train.checkpoint import Checkpointer, dataset_identity, fingerprint, rng_state, set_rng_state
-from .train.data import load_train_val, shard_paths
+from .latents import latent_files, load_latents
+from .train import distributed as ddp
+from .train.checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from .train.flow import fixed_loss, flow_matching_loss, sample_sigmas, warmup_cosine
 
 log = logging.getLogger(__name__)
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
-def _barrier() -> None:
-    if _world()[0] > 1:
-        dist.barrier()
-
-
-def _cond_to(cond: Conditions, device: torch.device) -> Conditions:
-    return Conditions(*(t.to(device) for t in (cond.source, cond.mask, cond.image_tokens, cond.text_tokens)))
-
-
-def _to_device(model, device: torch.device):
-    """``model.to(device)``, plus the RoPE tables DiffSynth keeps as a plain attribute (not a buffer)."""
-    model.to(device)
-    model.wan.freqs = tuple(f.to(device) for f in model.wan.freqs)
-    model._real_rope_cache.clear()
-    return model
-
-
-def _allreduce_grads(params: list[torch.nn.Parameter]) -> None:
-    """Sum the gradients over ranks in one flat all_reduce (each rank's loss is already weighted
-    by its share of the batch); a parameter without a gradient on a rank counts as zero there."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    off = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[off:off + n].view_as(p)
-        off += n
-
-
-def train_teacher(dataset_dir: Path, out_dir: Path, params: dict, checkpoint_dir: Path | None = None,
+def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir: Path | None = None,
                   device: str | torch.device = "cpu") -> dict:
     tp, td = params["teacher"], params["train_data"]
     device = torch.device(device)
-    world, rank = _world()
+    world, rank = ddp.world()
     seed = int(tp.get("seed", 0))
     torch.manual_seed(seed)
     components = components_from_params(params.get("model", {}), td)
     bundle = new_bundle(components, seed)
-    train, val = load_train_val(dataset_dir, td, bundle)
+    if params.get("model", {}).get("base"):  # a pretrained Wan DiT; the new conditioning starts at zero
+        init_from_base(bundle.dit, load_base_state(params["model"]["base"]))
+    train, val = load_latents(latents_dir, components)
     model = bundle.dit
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     log.info("teacher: %s preset, %.2fM params, %d train / %d val triplets", components["preset"], n_params / 1e6, len(train), len(val))
     iters, batch, lr = int(tp["iterations"]), int(tp["batch_size"]), float(tp["lr"])
-    if batch < world:
-        raise ValueError(f"teacher.batch_size: {batch} is smaller than the {world} training processes")
-    lo, hi = rank * batch // world, (rank + 1) * batch // world  # this rank's share of the batch
+    mine = ddp.share(batch, "teacher.batch_size")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     shift = float(tp["shift"])
-    fp = fingerprint("teacher", params, {"dataset": dataset_identity(dataset_dir)}, world_size=world)
+    inputs = latent_files(latents_dir)
+    fp = fingerprint("teacher", params, {p.name: sha256_file(p) for p in inputs}, world_size=world)
     ckpt = Checkpointer(checkpoint_dir, int(tp.get("checkpoint_every", 50)), fp, "teacher", writer=rank == 0)
     found = None
     if ckpt.enabled:
         path = ckpt.find() if rank == 0 else None
-        box = [str(path) if path else None]
-        if world > 1:
-            dist.broadcast_object_list(box, src=0)
-        found = box[0]
+        found = ddp.broadcast_from_rank0(str(path) if path else None)
     start, rows, val_before = 0, [], None
     if not found and rank == 0:
         val_before = fixed_loss(model, val.target, val.cond, shift)  # validation stays on the CPU
     if device.type != "cpu":
-        _to_device(model, device)  # before loading the optimiser state, which follows its parameters' device
+        model.to_device(device)  # before loading the optimiser state, which follows its parameters' device
     if found:
         state = Checkpointer.load(found)  # on the CPU: RNG states must be CPU tensors
         model.load_state_dict(state["model"])
@@ -132,18 +90,15 @@ def train_teacher(dataset_dir: Path, out_dir: Path, params: dict, checkpoint_dir
         sigma = sample_sigmas(batch, shift, g)
         noise = torch.randn(x0.shape, generator=g)
         if world > 1:
-            x0, sigma, noise, cond = x0[lo:hi], sigma[lo:hi], noise[lo:hi], cond.select(slice(lo, hi))
+            x0, sigma, noise, cond = x0[mine], sigma[mine], noise[mine], cond.select(mine)
         if device.type != "cpu":
-            x0, sigma, noise, cond = x0.to(device), sigma.to(device), noise.to(device), _cond_to(cond, device)
+            x0, sigma, noise, cond = x0.to(device), sigma.to(device), noise.to(device), cond.to(device)
         loss = flow_matching_loss(model, x0, cond, sigma, noise)
-        if world > 1:
-            loss = loss * ((hi - lo) / batch)
+        loss = loss * ((mine.stop - mine.start) / batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if world > 1:
-            _allreduce_grads(trainable)
-            loss = loss.detach().clone()
-            dist.all_reduce(loss)
+        ddp.allreduce_grads(trainable)
+        loss = ddp.allreduce_sum(loss)
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         rows.append((step, loss.item(), opt.param_groups[0]["lr"], float(gnorm)))
@@ -153,11 +108,11 @@ def train_teacher(dataset_dir: Path, out_dir: Path, params: dict, checkpoint_dir
             ckpt.save(step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                  "rng": rng_state({"batch": g}), "rows": rows, "val_before": val_before})
     seconds = time.time() - t0
-    _barrier()
+    ddp.barrier()
     metrics = None
     if rank == 0:
         if device.type != "cpu":
-            _to_device(model, torch.device("cpu"))
+            model.to_device(torch.device("cpu"))
         val_after = fixed_loss(model, val.target, val.cond, shift)
         k = max(1, iters // 10)
         metrics = {
@@ -175,44 +130,25 @@ def train_teacher(dataset_dir: Path, out_dir: Path, params: dict, checkpoint_dir
             write_csv(tmp / "loss.csv", ["step", "loss", "lr", "grad_norm"],
                       ([r[0], f"{r[1]:.6f}", f"{r[2]:.6e}", f"{r[3]:.6f}"] for r in rows))
             write_json(tmp / "metrics.json", metrics)
-            write_manifest(tmp, "teacher", params, shard_paths(dataset_dir, "train"), {"train_triplets": len(train)},
+            write_manifest(tmp, "teacher", params, inputs, {"train_triplets": len(train)},
                            extra={"metrics": metrics})
-    _barrier()
+    ddp.barrier()
     return metrics
 
 
-def _init_distributed(gpus: int) -> torch.device:
-    """Join the process group when launched with WORLD_SIZE > 1; pick this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = gpus > 0 and torch.cuda.is_available()
-    if gpus > 0 and not cuda:
-        log.warning("teacher: %d GPU(s) requested but CUDA is not available: training on CPU", gpus)
-    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group("nccl" if cuda else "gloo")
-        log.info("teacher: rank %d of %d (%s, backend %s)", dist.get_rank(), world, device, dist.get_backend())
-    return device
-
-
 def main(argv=None) -> None:
-    rank = int(os.environ.get("RANK", "0"))
-    setup_logging(logging.INFO if rank == 0 else logging.WARNING)
+    setup_logging(logging.INFO if ddp.launched_rank() == 0 else logging.WARNING)
     ap = parser("Train the PVTT teacher (tiny Wan DiT on the sample) on the packed train split.")
-    ap.add_argument("--dataset", required=True, type=Path)
+    ap.add_argument("--latents", required=True, type=Path, help="the latent cache (artifacts/latents)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for the whole job (split over processes)")
     ap.add_argument("--gpus", type=int, default=0, help="GPUs of the job: > 0 trains on cuda:LOCAL_RANK when CUDA is there")
     ap.add_argument("--checkpoint-dir", type=Path, default=None,
                     help="where to save and resume checkpoints (outside the output: Snakemake deletes failed outputs)")
     a = ap.parse_args(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, a.threads // max(1, world)))
-    device = _init_distributed(a.gpus)
+    torch.set_num_threads(max(1, a.threads // max(1, ddp.launched_world())))
+    device = ddp.init(a.gpus, "teacher")
     try:
-        train_teacher(a.dataset, a.out, a.params, a.checkpoint_dir, device)
+        train_teacher(a.latents, a.out, a.params, a.checkpoint_dir, device)
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        ddp.shutdown()

@@ -22,9 +22,12 @@ from .params import get_key
 SHARED_CODE = ["pvtt/__init__.py", "pvtt/cli.py", "pvtt/manifest.py", "pvtt/io/__init__.py", "pvtt/io/atomic.py",
                "pvtt/io/jsonio.py", "pvtt/io/rejects.py", "pvtt/io/masks.py", "pvtt/io/video.py",
                "pvtt/registry.py"]
-MODEL_CODE = ["pvtt/models/__init__.py", "pvtt/models/bundle.py", "pvtt/models/codec.py", "pvtt/models/dit.py",
+MODEL_CODE = ["pvtt/models/__init__.py", "pvtt/models/base.py", "pvtt/models/bundle.py", "pvtt/models/codec.py", "pvtt/models/dit.py",
               "pvtt/models/encoders.py", "pvtt/models/sampler.py", "pvtt/models/weights.py",
               "pvtt/train/__init__.py", "pvtt/train/data.py", "pvtt/train/flow.py", "pvtt/pack.py"]
+
+# What every training rule runs besides its own module: the latent reader, checkpoints, DDP.
+TRAIN_CODE = MODEL_CODE + ["pvtt/latents.py", "pvtt/train/checkpoint.py", "pvtt/train/distributed.py"]
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,11 @@ RULES: dict[str, Rule] = {
     "filter": _r(["filter.l1", "filter.l2"], ["pvtt/filters.py", "pvtt/metrics.py"], "filter", "filter"),
     "review": _r(["seed", "filter.l3"], ["pvtt/review.py"], "review", "filter"),
     "pack": _r(["seed", "pack"], ["pvtt/pack.py", "pvtt/manifest.py"], "pack", "pack"),
-    "teacher": _r(["model", "train_data", "teacher"], MODEL_CODE + ["pvtt/teacher.py", "pvtt/train/checkpoint.py"], "teacher", "teacher"),
-    "student_16": _r(["train_data", "distill.common", "distill.student_16"], MODEL_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py", "pvtt/train/checkpoint.py"], "distill", "distill"),
-    "student_8": _r(["train_data", "distill.common", "distill.student_8"], MODEL_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py", "pvtt/train/checkpoint.py"], "distill", "distill"),
-    "student_4": _r(["train_data", "distill.common", "distill.student_4"], MODEL_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py", "pvtt/train/checkpoint.py"], "distill", "distill"),
+    "latents": _r(["model", "train_data"], MODEL_CODE + ["pvtt/latents.py"], "latents", "latents"),
+    "teacher": _r(["model", "train_data", "teacher"], TRAIN_CODE + ["pvtt/teacher.py"], "teacher", "teacher"),
+    "student_16": _r(["distill.common", "distill.student_16"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
+    "student_8": _r(["distill.common", "distill.student_8"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
+    "student_4": _r(["distill.common", "distill.student_4"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
     "engine": _r(["train_data", "engine"], MODEL_CODE + ["pvtt/engine.py"], "engine", "engine"),
     "eval": _r(["train_data", "eval"], MODEL_CODE + ["pvtt/evaluation.py", "pvtt/report.py", "pvtt/metrics.py", "pvtt/engine.py"], "eval", "eval"),
 }
@@ -78,10 +82,11 @@ class Milestone:
 
 MILESTONES: dict[str, Milestone] = {
     "dataset": Milestone(tuple(DATASET_RULES), "dataset"),
-    "teacher": Milestone(("teacher",), "teacher", ("dataset",)),
-    "student_16": Milestone(("student_16",), "student_16", ("dataset", "teacher")),
-    "student_8": Milestone(("student_8",), "student_8", ("dataset", "teacher", "student_16")),
-    "student_4": Milestone(("student_4",), "student_4", ("dataset", "teacher", "student_8")),
+    "latents": Milestone(("latents",), "latents", ("dataset",)),
+    "teacher": Milestone(("teacher",), "teacher", ("latents",)),
+    "student_16": Milestone(("student_16",), "student_16", ("latents", "teacher")),
+    "student_8": Milestone(("student_8",), "student_8", ("latents", "teacher", "student_16")),
+    "student_4": Milestone(("student_4",), "student_4", ("latents", "teacher", "student_8")),
     "engine": Milestone(("engine",), "engine", ("dataset", "student_4")),
     "eval": Milestone(("eval",), "eval", ("dataset", "teacher", "student_16", "student_8", "student_4", "engine")),
 }
@@ -166,9 +171,9 @@ def num_shards(config: dict, n_videos: int) -> int:
 
 def job_count_formula(n_videos: int, n_products: int, n_shards: int, sample: bool) -> int:
     """Jobs of a full build: per video 6 (ingest, shots, clips, masks, maskqc, backgrounds), per
-    product 1, per shard 2 (synth, filter), plus fixed ones (index, pairs, review, pack, teacher,
-    3 students, engine, eval, all: 11, and sample when generated)."""
-    return 6 * n_videos + n_products + 2 * n_shards + 11 + (1 if sample else 0)
+    product 1, per shard 2 (synth, filter), plus fixed ones (index, pairs, review, pack, latents,
+    teacher, 3 students, engine, eval, all: 12, and sample when generated)."""
+    return 6 * n_videos + n_products + 2 * n_shards + 12 + (1 if sample else 0)
 
 
 def pulled_artifact(config: dict, milestone: str, work_marker: str) -> bool:

@@ -8,7 +8,7 @@ for _student, _init in STUDENT_INIT.items():
         name:
             _student
         input:
-            dataset=f"{A}/dataset",
+            latents=f"{A}/latents",
             teacher=f"{A}/teacher",
             init=f"{A}/{_init}",
             code=CODE(_student),
@@ -24,4 +24,6 @@ for _student, _init in STUDENT_INIT.items():
         resources:
             **RES("train"),
         shell:
-            "{PY} scripts/distill.py --params {params.p:q} --dataset {input.dataset} --teacher {input.teacher} --init {input.init} --student {params.student} --out {output} --threads {threads} --checkpoint-dir {W}/checkpoints/{params.student} > {log} 2>&1"
+            TORCHRUN + " scripts/distill.py --params {params.p:q} --latents {input.latents} --teacher {input.teacher}"
+            " --init {input.init} --student {params.student} --out {output} --threads {threads} --gpus {resources.gpu}"
+            " --checkpoint-dir {W}/checkpoints/{params.student} > {log} 2>&1"

@@ -1,9 +1,9 @@
-# Packed train split -> teacher checkpoint (DVC stage `teacher`).
+# Latent cache -> teacher checkpoint (DVC stage `teacher`).
 
 
 rule teacher:
     input:
-        dataset=f"{A}/dataset",
+        latents=f"{A}/latents",
         code=CODE("teacher"),
     output:
         directory(f"{A}/teacher"),
@@ -16,7 +16,6 @@ rule teacher:
     resources:
         **RES("train"),
     shell:
-        # torchrun: one process per GPU of the job (one on CPU); checkpoints outside the output.
-        "{PY} -m torch.distributed.run --standalone --nproc_per_node $(( {resources.gpu} > 1 ? {resources.gpu} : 1 ))"
-        " scripts/teacher.py --params {params.p:q} --dataset {input.dataset} --out {output} --threads {threads}"
-        " --gpus {resources.gpu} --checkpoint-dir {W}/checkpoints/teacher > {log} 2>&1"
+        # Checkpoints live outside the output: Snakemake deletes the output of a failed job.
+        TORCHRUN + " scripts/teacher.py --params {params.p:q} --latents {input.latents} --out {output}"
+        " --threads {threads} --gpus {resources.gpu} --checkpoint-dir {W}/checkpoints/teacher > {log} 2>&1"

@@ -41,7 +41,7 @@ def teacher_params(**over) -> dict:
 
 
 def student_params(**over) -> dict:
-    return {"train_data": TD, "distill": {"common": COMMON, "student_4": {"steps": 4, "iterations": 6, "lr": 2.0e-4, **over}}}
+    return {"distill": {"common": COMMON, "student_4": {"steps": 4, "iterations": 6, "lr": 2.0e-4, **over}}}
 
 
 def _png(rgba: np.ndarray) -> bytes:
@@ -123,14 +123,17 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, one_thread):
-    """The tiny dataset and one uninterrupted teacher run on it (no checkpoints)."""
+    """The tiny dataset's latent cache and one uninterrupted teacher run on it (no checkpoints)."""
+    from pvtt.latents import encode_dataset
     from pvtt.teacher import train_teacher
 
     base = tmp_path_factory.mktemp("ckpt")
     ds = make_tiny_dataset(base / "dataset")
+    lat = base / "latents"
+    encode_dataset(ds, lat, {"model": MODEL, "train_data": TD})
     ref = base / "teacher_ref"
-    train_teacher(ds, ref, teacher_params())
-    return base, ds, ref
+    train_teacher(lat, ref, teacher_params())
+    return base, lat, ref
 
 
 # ---------------------------------------------------------------------------------------- units
@@ -185,21 +188,21 @@ def test_rng_state_round_trip():
 def test_teacher_crash_and_resume_is_bit_identical(tiny, tmp_path, monkeypatch, caplog):
     import pvtt.teacher as teacher
 
-    _, ds, ref = tiny
+    _, lat, ref = tiny
     ck, out = tmp_path / "ck", tmp_path / "out"
     monkeypatch.setattr(teacher, "flow_matching_loss", crash_after(teacher.flow_matching_loss, 6))
     with pytest.raises(Crash):
-        teacher.train_teacher(ds, out, teacher_params(), ck)
+        teacher.train_teacher(lat, out, teacher_params(), ck)
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))  # nothing half-written at the output
     assert sorted(p.name[:13] for p in ck.glob("step-*.pt")) == ["step-00000004"]
     monkeypatch.undo()
     caplog.set_level(logging.INFO)
-    teacher.train_teacher(ds, out, teacher_params(), ck)
+    teacher.train_teacher(lat, out, teacher_params(), ck)
     assert "resuming from step 4 of 12" in caplog.text
     assert_same_artifact(out, ref)
     # Other params: the checkpoint is logged as stale, not resumed, and removed at the next save.
     caplog.clear()
-    teacher.train_teacher(ds, tmp_path / "out2", teacher_params(lr=2e-3, iterations=4), ck)
+    teacher.train_teacher(lat, tmp_path / "out2", teacher_params(lr=2e-3, iterations=4), ck)
     assert "ignoring stale checkpoint" in caplog.text and "resuming" not in caplog.text
     assert [p.name[:13] for p in ck.glob("step-*.pt")] == ["step-00000004"]
     assert not tensors_equal(tmp_path / "out2", ref)
@@ -209,18 +212,18 @@ def test_distill_crash_and_resume_is_bit_identical(tiny, tmp_path, monkeypatch, 
     import pvtt.distill as distill
     from pvtt.train.dmd import DMD2
 
-    _, ds, teacher_dir = tiny
+    _, lat, teacher_dir = tiny
     full = tmp_path / "full"
-    distill.distill_student(ds, teacher_dir, teacher_dir, "student_4", full, student_params())
+    distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", full, student_params())
     ck, out = tmp_path / "ck", tmp_path / "out"
     monkeypatch.setattr(DMD2, "step", crash_after(DMD2.step, 3))
     with pytest.raises(Crash):
-        distill.distill_student(ds, teacher_dir, teacher_dir, "student_4", out, student_params(), ck)
+        distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", out, student_params(), ck)
     assert not out.exists()
     assert sorted(p.name[:13] for p in ck.glob("step-*.pt")) == ["step-00000002"]
     monkeypatch.undo()
     caplog.set_level(logging.INFO)
-    distill.distill_student(ds, teacher_dir, teacher_dir, "student_4", out, student_params(), ck)
+    distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", out, student_params(), ck)
     assert "resuming from step 2 of 6" in caplog.text
     assert_same_artifact(out, full)
 
@@ -235,10 +238,10 @@ def _env() -> dict:
 @pytest.mark.e2e
 def test_teacher_sigkill_and_resume_is_bit_identical(tiny, tmp_path):
     """A real SIGKILL of the training process once a checkpoint is on disk; the rerun resumes."""
-    _, ds, _ = tiny
+    _, lat, _ = tiny
     params = json.dumps(teacher_params(iterations=24, checkpoint_every=2))
     ck, out, ref = tmp_path / "ck", tmp_path / "out", tmp_path / "ref"
-    cmd = [sys.executable, str(ROOT / "scripts/teacher.py"), "--params", params, "--dataset", str(ds), "--threads", "1"]
+    cmd = [sys.executable, str(ROOT / "scripts/teacher.py"), "--params", params, "--latents", str(lat), "--threads", "1"]
     log1 = open(tmp_path / "killed.log", "w")
     proc = subprocess.Popen(cmd + ["--out", str(out), "--checkpoint-dir", str(ck)], stdout=log1, stderr=log1, env=_env())
     deadline = time.time() + 120
@@ -258,19 +261,27 @@ def test_teacher_sigkill_and_resume_is_bit_identical(tiny, tmp_path):
     assert_same_artifact(out, ref, files=("model.safetensors", "loss.csv", "metrics.json", "manifest.json"))
 
 
-def test_torchrun_two_processes_on_cpu(tiny, tmp_path):
-    """torchrun --nproc_per_node 2 (gloo): both ranks train on halves of each batch, rank 0 writes;
-    the gradient of the whole batch is what one process computes, so the losses agree closely."""
-    _, ds, ref = tiny
-    out, ck = tmp_path / "out", tmp_path / "ck"
+def _torchrun_two(tmp_path: Path, script: str, params: dict, *args: str) -> str:
+    """Run scripts/<script> under torchrun --nproc_per_node 2 with out/ and ck/ in tmp_path; its log."""
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(ROOT / "scripts/teacher.py"), "--params", json.dumps(teacher_params()),
-                          "--dataset", str(ds), "--out", str(out), "--threads", "2", "--checkpoint-dir", str(ck)],
+                          str(ROOT / "scripts" / script), "--params", json.dumps(params), *args,
+                          "--out", str(tmp_path / "out"), "--threads", "2", "--checkpoint-dir", str(tmp_path / "ck")],
                          capture_output=True, text=True, env=_env(), timeout=300)
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-4000:]
-    assert "rank 0 of 2 (cpu, backend gloo)" in log and "(2 processes)" in log
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "loss.csv", "metrics.json", "manifest.json"}
+    assert "(2 processes)" in log
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"model.safetensors", "config.json", "loss.csv",
+                                                              "metrics.json", "manifest.json"}
+    return log
+
+
+def test_torchrun_two_processes_on_cpu(tiny, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo): both ranks train on halves of each batch, rank 0 writes;
+    the gradient of the whole batch is what one process computes, so the losses agree closely."""
+    _, lat, ref = tiny
+    out, ck = tmp_path / "out", tmp_path / "ck"
+    log = _torchrun_two(tmp_path, "teacher.py", teacher_params(), "--latents", str(lat))
+    assert "teacher: rank 0 of 2 (cpu, backend gloo)" in log
     assert sorted(p.name[:13] for p in ck.glob("step-*.pt")) == ["step-00000008", "step-00000012"]
     assert not list(tmp_path.glob(".out.tmp-*"))
     got = [l.split(",") for l in (out / "loss.csv").read_text().splitlines()[1:]]
@@ -278,5 +289,29 @@ def test_torchrun_two_processes_on_cpu(tiny, tmp_path):
     assert len(got) == len(want) == TEACHER["iterations"]
     for g, w in zip(got, want):
         assert abs(float(g[1]) - float(w[1])) <= 1e-4 * max(1.0, abs(float(w[1]))), (g, w)
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(ref / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
+
+
+def test_distill_torchrun_two_processes_on_cpu(tiny, tmp_path):
+    """DMD2 under torchrun --nproc_per_node 2 (gloo): the same noise is drawn at the global batch size
+    on both ranks, each trains on its half, and the generator's and fake score's gradients are summed,
+    so the run follows the one-process run up to float summation order."""
+    import pvtt.distill as distill
+
+    _, lat, teacher_dir = tiny
+    ref = tmp_path / "ref"
+    distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", ref, student_params())
+    out, ck = tmp_path / "out", tmp_path / "ck"
+    log = _torchrun_two(tmp_path, "distill.py", student_params(), "--latents", str(lat), "--teacher", str(teacher_dir),
+                        "--init", str(teacher_dir), "--student", "student_4")
+    assert "student_4: rank 0 of 2 (cpu, backend gloo)" in log
+    assert sorted(p.name[:13] for p in ck.glob("step-*.pt")) == ["step-00000004", "step-00000006"]
+    got = [l.split(",") for l in (out / "loss.csv").read_text().splitlines()[1:]]
+    want = [l.split(",") for l in (ref / "loss.csv").read_text().splitlines()[1:]]
+    assert len(got) == len(want) == 6
+    for g, w in zip(got, want):
+        for col in (1, 2, 3):  # dmd, regression, critic
+            assert abs(float(g[col]) - float(w[col])) <= 1e-3 * max(1.0, abs(float(w[col]))), (g, w)
     a, b = load_file(str(out / "model.safetensors")), load_file(str(ref / "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3

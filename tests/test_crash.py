@@ -176,7 +176,7 @@ def killed_teacher(repo, killed_data):
     teacher_log_killed = (repo / "work/logs/teacher.log").read_text()
     exists_after_kill = (repo / "artifacts/teacher").exists()
     res = run(["snakemake", "--cores", "2", "artifacts/teacher"], repo, timeout=900)
-    run(["dvc", "commit", "-f", "teacher"], repo)
+    run(["dvc", "commit", "-f", "latents", "teacher"], repo)
     return {"rc": rc, "killed_log": killed_log, "steps_before": steps_before, "log_killed": teacher_log_killed,
             "exists_after_kill": exists_after_kill, "rerun": res.stdout + res.stderr,
             "log_resumed": (repo / "work/logs/teacher.log").read_text()}
@@ -197,7 +197,7 @@ def test_killed_teacher_resumes_to_identical_weights(repo, killed_teacher, tmp_p
     art = repo / "artifacts/teacher"
     params = json.loads((art / "manifest.json").read_text())["params"]
     ref = tmp_path / "ref"
-    run([sys.executable, "scripts/teacher.py", "--params", json.dumps(params), "--dataset", "artifacts/dataset",
+    run([sys.executable, "scripts/teacher.py", "--params", json.dumps(params), "--latents", "artifacts/latents",
          "--out", str(ref), "--threads", "2"], repo, timeout=900)
     assert (art / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
     a, b = load_file(str(art / "model.safetensors")), load_file(str(ref / "model.safetensors"))
@@ -205,7 +205,7 @@ def test_killed_teacher_resumes_to_identical_weights(repo, killed_teacher, tmp_p
     for f in ("loss.csv", "metrics.json", "manifest.json", "config.json"):
         assert (art / f).read_bytes() == (ref / f).read_bytes(), f
     assert len((art / "loss.csv").read_text().splitlines()) == 31
-    assert dvc_changed_stages(run(["dvc", "status", "dataset", "teacher"], repo).stdout) == []
+    assert dvc_changed_stages(run(["dvc", "status", "dataset", "latents", "teacher"], repo).stdout) == []
 
 
 def test_second_driver_refuses_and_nothing_is_corrupted(repo, killed_teacher):

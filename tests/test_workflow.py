@@ -22,7 +22,7 @@ def test_dvc_yaml_is_generated_from_the_rules():
 def test_dvc_stages_cover_the_milestones_with_the_rules_params():
     config = P.load()
     dvc = build(config)
-    assert list(dvc["stages"]) == ["dataset", "teacher", "student_16", "student_8", "student_4", "engine", "eval"]
+    assert list(dvc["stages"]) == ["dataset", "latents", "teacher", "student_16", "student_8", "student_4", "engine", "eval"]
     assert dvc["stages"]["student_4"]["params"] == sorted(RULES["student_4"].params)
     assert "distill.student_4" not in dvc["stages"]["student_8"]["params"]
     for name, st in dvc["stages"].items():
@@ -37,9 +37,10 @@ def test_dvc_stages_cover_the_milestones_with_the_rules_params():
 
 def test_rule_params_are_the_declared_subtrees():
     config = P.load()
-    assert rule_params(config, "student_4") == {"train_data": config["train_data"],
-                                                "distill": {"common": config["distill"]["common"],
+    assert rule_params(config, "student_4") == {"distill": {"common": config["distill"]["common"],
                                                             "student_4": config["distill"]["student_4"]}}
+    # The latent cache reads what shapes the tensors; the trainers read the tensors.
+    assert rule_params(config, "latents") == {"model": config["model"], "train_data": config["train_data"]}
     with pytest.raises(P.ParamsError, match="'nope.key'"):
         P.get_key(config, "nope.key")
 

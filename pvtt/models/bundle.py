@@ -11,13 +11,13 @@ from pathlib import Path
 import torch.nn as nn
 
 from .codec import Codec, build_codec
-from .dit import PVTTDiT, build_dit, read_config
+from .dit import PRESETS, PVTTDiT, build_dit, read_config
 from .encoders import build_image_encoder, build_text_encoder
 
 
 @dataclass
 class Bundle:
-    dit: PVTTDiT
+    dit: PVTTDiT | None  # None in an encoders-only bundle (the latent cache)
     codec: Codec
     image_encoder: nn.Module
     text_encoder: nn.Module
@@ -37,6 +37,15 @@ def components_from_params(model_params: dict, train_data: dict) -> dict:
 def _encoders(components: dict, text_dim: int):
     codec = build_codec(components["codec"])
     return codec, build_image_encoder(components["image_encoder"]), build_text_encoder(components["text_encoder"], text_dim)
+
+
+def encoders_for(components: dict) -> Bundle:
+    """The codec and frozen encoders alone, without building the denoiser (a 14B one is costly)."""
+    preset = components["preset"]
+    if preset not in PRESETS:
+        raise ValueError(f"model.preset: unknown preset '{preset}' (known: {', '.join(PRESETS)})")
+    codec, img, txt = _encoders(components, PRESETS[preset]["text_dim"])
+    return Bundle(None, codec, img, txt, components)
 
 
 def new_bundle(components: dict, seed: int) -> Bundle:

@@ -60,18 +60,19 @@ class SpaceToDepthCodec(Codec):
 
 
 class WanVAECodec(Codec):
-    """The Wan2.1 VAE (8x spatial, 4x temporal, 16 channels) loaded with DiffSynth's loader."""
+    """The Wan2.1 VAE (8x spatial, 4x temporal, 16 channels) or, with ``wan22``, the Wan2.2 one
+    (16x spatial, 4x temporal, 48 channels, for the 5B preset), loaded with DiffSynth's loader."""
 
-    def __init__(self, path: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, path: str, device: str = "cpu", dtype: torch.dtype = torch.float32, wan22: bool = False):
         from diffsynth.core.loader.model import load_model
-        from diffsynth.models.wan_video_vae import WanVideoVAE
+        from diffsynth.models.wan_video_vae import WanVideoVAE, WanVideoVAE38
         from diffsynth.utils.state_dict_converters.wan_video_vae import WanVideoVAEStateDictConverter
 
-        weights = require_weights(path, "Wan VAE")
-        self.vae = load_model(WanVideoVAE, str(weights), torch_dtype=dtype, device=device,
+        weights = require_weights(path, "Wan2.2 VAE" if wan22 else "Wan VAE")
+        self.vae = load_model(WanVideoVAE38 if wan22 else WanVideoVAE, str(weights), torch_dtype=dtype, device=device,
                               state_dict_converter=WanVideoVAEStateDictConverter)
         self.device = device
-        self.spatial, self.temporal, self.channels = 8, 4, 16
+        self.spatial, self.temporal, self.channels = (16, 4, 48) if wan22 else (8, 4, 16)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -88,4 +89,6 @@ def build_codec(cfg: dict) -> Codec:
         return SpaceToDepthCodec(int(cfg.get("factor", 4)))
     if kind == "wan_vae":
         return WanVAECodec(cfg["path"])
-    raise ValueError(f"model codec.kind: unknown codec '{kind}' (known: space_to_depth, wan_vae)")
+    if kind == "wan22_vae":
+        return WanVAECodec(cfg["path"], wan22=True)
+    raise ValueError(f"model codec.kind: unknown codec '{kind}' (known: space_to_depth, wan_vae, wan22_vae)")

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 import diffsynth.models.wan_video_dit as wan_dit
 from diffsynth.models.wan_video_dit import WanModel, sinusoidal_embedding_1d
 
-# Wan2.1 shapes; tiny is the sample/CI model (a few M params, trains on CPU in minutes).
+# Wan2.1/2.2 shapes; tiny is the sample/CI model (a few M params, trains on CPU in minutes).
 # head_dim must make the 3-D RoPE split even (48, 96 or 128; 64 fails).
 PRESETS: dict[str, dict] = {
     "tiny": {"dim": 96, "num_heads": 2, "num_layers": 2, "ffn_dim": 256, "freq_dim": 64, "text_dim": 32,
@@ -29,6 +29,9 @@ PRESETS: dict[str, dict] = {
              "patch_size": [1, 2, 2], "eps": 1e-6},
     "14B": {"dim": 5120, "num_heads": 40, "num_layers": 40, "ffn_dim": 13824, "freq_dim": 256, "text_dim": 4096,
             "patch_size": [1, 2, 2], "eps": 1e-6},
+    # Wan2.2 TI2V-5B: 48-channel latents from the Wan2.2 VAE (codec kind wan22_vae).
+    "5B": {"dim": 3072, "num_heads": 24, "num_layers": 30, "ffn_dim": 14336, "freq_dim": 256, "text_dim": 4096,
+           "patch_size": [1, 2, 2], "eps": 1e-6},
 }
 
 
@@ -135,6 +138,13 @@ class PVTTDiT(nn.Module):
         return (x_t - (source + out)) / sigma
 
     # -- persistence -------------------------------------------------------------------------
+    def to_device(self, device) -> "PVTTDiT":
+        """``.to(device)``, plus the RoPE tables DiffSynth keeps as a plain attribute (not a buffer)."""
+        self.to(device)
+        self.wan.freqs = tuple(f.to(device) for f in self.wan.freqs)
+        self._real_rope_cache.clear()
+        return self
+
     def save(self, out_dir: str | Path, extra: dict | None = None) -> None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,9 @@ class Conditions:
         """The unconditional branch for CFG: no reference image, no caption (video and mask stay)."""
         return Conditions(self.source, self.mask, torch.zeros_like(self.image_tokens), torch.zeros_like(self.text_tokens))
 
+    def to(self, device) -> "Conditions":
+        return Conditions(*(t.to(device) for t in (self.source, self.mask, self.image_tokens, self.text_tokens)))
+
     def select(self, idx) -> "Conditions":
         return Conditions(self.source[idx], self.mask[idx], self.image_tokens[idx], self.text_tokens[idx])
 

@@ -2,7 +2,8 @@
 
 Reads the WebDataset shards of one split, decodes the videos at the training resolution,
 takes ``frames`` frames every ``frame_stride``, and encodes everything once (codec latents,
-reference-image tokens, caption tokens), so the training loop reads tensors, not videos.
+reference-image tokens, caption tokens): the latent cache stage (``pvtt.latents``) stores
+the result, so the training loops read tensors, not videos.
 """
 from __future__ import annotations
 
@@ -97,16 +98,6 @@ def load_split(dataset_dir: str | Path, split: str, td: dict, limit: int | None 
         ref.append(reference_to_tensor(im, ref_size))
     return Triplets([s["key"] for s in rows], torch.stack(src), torch.stack(edi), torch.stack(msk),
                     torch.stack(ref), [s["caption"] for s in rows], rgba)
-
-
-def load_train_val(dataset_dir: str | Path, td: dict, bundle) -> tuple[Encoded, Encoded]:
-    """The encoded train split and the val split (the train split again when val is empty or absent)."""
-    train = encode(load_split(dataset_dir, "train", td), bundle)
-    try:
-        val = encode(load_split(dataset_dir, "val", td), bundle)
-    except (FileNotFoundError, ValueError):
-        val = train
-    return train, val
 
 
 @torch.no_grad()

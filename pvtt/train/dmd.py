@@ -10,6 +10,12 @@ Roles, as the public DMD2 codebases converge on them:
   with the flow-matching loss, updated ``critic_steps`` times per generator update.
 The DMD gradient is normalised per sample by mean |x0_gen - x0_real|. An optional
 regression term pulls the student's x0 towards the ground-truth edit (the dataset has it).
+
+Data-parallel (``pvtt.train.distributed``): ``step`` takes the global batch; every random draw
+is made at the global batch size from the same generator and then cut to this rank's share,
+both losses are weighted by that share, and the generator's and the fake score's gradients
+are summed over ranks before their optimisers step, so every rank holds the same three
+networks. Random draws stay on the CPU (the generator is a CPU one) and move to the device.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.sampler import Conditions, call_model, guided_velocity, sigma_schedule
+from . import distributed as ddp
 from .flow import flow_matching_loss, noisy, sample_sigmas, x0_from_velocity
 
 log = logging.getLogger(__name__)
@@ -57,8 +64,16 @@ class DMD2:
         self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
         self.opt_g = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.0, 0.99))
         self.opt_f = torch.optim.AdamW(self.fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0, betas=(0.0, 0.99))
-        self.sigmas = sigma_schedule(cfg.steps, cfg.shift)
+        self.device = next(generator.parameters()).device
+        self.sigmas = sigma_schedule(cfg.steps, cfg.shift).to(self.device)
         self.g = torch.Generator().manual_seed(cfg.seed)
+        self.mine, self.full = slice(None), 0  # this rank's share of the current global batch
+
+    def _randn(self, shape) -> torch.Tensor:
+        return torch.randn((self.full, *shape[1:]), generator=self.g)[self.mine].to(self.device)
+
+    def _sigmas(self) -> torch.Tensor:
+        return sample_sigmas(self.full, self.cfg.shift, self.g)[self.mine].to(self.device)
 
     # -- checkpoints: everything ``step`` reads or changes, so a resumed run continues exactly --
     def state_dict(self) -> dict:
@@ -76,7 +91,7 @@ class DMD2:
     def _simulate(self, cond: Conditions, shape) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the student from noise for a random number i < k of its steps; return (x at s_i, s_i)."""
         i = int(torch.randint(0, self.cfg.steps, (1,), generator=self.g))
-        x = torch.randn(shape, generator=self.g)
+        x = self._randn(shape)
         with torch.no_grad():
             for j in range(i):
                 v = call_model(self.generator, x, self.sigmas[j], cond)
@@ -87,14 +102,13 @@ class DMD2:
         return x0_from_velocity(x, call_model(self.generator, x, s, cond), s)
 
     def critic_loss(self, x0_gen: torch.Tensor, cond: Conditions) -> torch.Tensor:
-        sigma = sample_sigmas(len(x0_gen), self.cfg.shift, self.g)
-        noise = torch.randn(x0_gen.shape, generator=self.g)
+        sigma = self._sigmas()
+        noise = self._randn(x0_gen.shape)
         return flow_matching_loss(self.fake, x0_gen.detach(), cond, sigma, noise)
 
     def dmd_loss(self, x0_gen: torch.Tensor, cond: Conditions) -> torch.Tensor:
-        b = len(x0_gen)
-        tau = sample_sigmas(b, self.cfg.shift, self.g).clamp(0.02, 0.98)
-        x_tau = noisy(x0_gen.detach(), torch.randn(x0_gen.shape, generator=self.g), tau)
+        tau = self._sigmas().clamp(0.02, 0.98)
+        x_tau = noisy(x0_gen.detach(), self._randn(x0_gen.shape), tau)
         with torch.no_grad():
             x0_real = x0_from_velocity(x_tau, guided_velocity(self.teacher, x_tau, tau, cond, self.cfg.cfg_scale), tau)
             x0_fake = x0_from_velocity(x_tau, call_model(self.fake, x_tau, tau, cond), tau)
@@ -103,31 +117,40 @@ class DMD2:
         return 0.5 * F.mse_loss(x0_gen, (x0_gen - grad).detach())
 
     def step(self, x0_true: torch.Tensor, cond: Conditions) -> dict:
+        """One generator update (after ``critic_steps`` fake-score updates) on a global batch."""
+        self.full = len(x0_true)
+        self.mine = ddp.share(self.full, "distill.common.batch_size")
+        frac = (self.mine.stop - self.mine.start) / self.full  # 1.0 in one process: the same arithmetic
+        x0_true, cond = x0_true[self.mine].to(self.device), cond.select(self.mine).to(self.device)
         x, s = self._simulate(cond, x0_true.shape)
         # Critic (fake score) updates on the current generator's samples.
         with torch.no_grad():
             x0_sample = self._generate(x, s, cond)
         critic = 0.0
         for _ in range(self.cfg.critic_steps):
-            loss_f = self.critic_loss(x0_sample, cond)
+            loss_f = self.critic_loss(x0_sample, cond) * frac
             self.opt_f.zero_grad(set_to_none=True)
             loss_f.backward()
+            ddp.allreduce_grads([p for p in self.fake.parameters() if p.requires_grad])
             torch.nn.utils.clip_grad_norm_(self.fake.parameters(), 1.0)
             self.opt_f.step()
-            critic = loss_f.item()
+            critic = ddp.allreduce_sum(loss_f).item()
         # Generator update.
         x0_gen = self._generate(x, s, cond)
-        loss_dmd = self.dmd_loss(x0_gen, cond)
-        loss_reg = F.mse_loss(x0_gen, x0_true) if self.cfg.regression_weight > 0 else torch.zeros(())
+        loss_dmd = self.dmd_loss(x0_gen, cond) * frac
+        loss_reg = (F.mse_loss(x0_gen, x0_true) * frac if self.cfg.regression_weight > 0
+                    else torch.zeros((), device=self.device))
         loss = loss_dmd + self.cfg.regression_weight * loss_reg
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        ddp.allreduce_grads([p for p in self.generator.parameters() if p.requires_grad])
         torch.nn.utils.clip_grad_norm_(self.generator.parameters(), 1.0)
         self.opt_g.step()
         with torch.no_grad():
             for pe, pg in zip(self.ema.parameters(), self.generator.parameters()):
                 pe.lerp_(pg, 1 - self.cfg.ema_decay)
-        return {"dmd": loss_dmd.item(), "regression": float(loss_reg), "critic": critic, "sim_sigma": float(s)}
+        return {"dmd": ddp.allreduce_sum(loss_dmd).item(), "regression": ddp.allreduce_sum(loss_reg).item(),
+                "critic": critic, "sim_sigma": float(s)}
 
 
 @torch.no_grad()

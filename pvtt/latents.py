@@ -1,0 +1,108 @@
+"""Latent cache stage: encode the packed train and val splits once, so training reads tensors.
+
+Decoding mp4s and running the codec and the frozen condition encoders costs more than a
+tiny training step and is the same for the teacher and all three students; done here once,
+the training rules load a few safetensors files instead. The files hold, per split, the
+edited-video latents (the target) and the conditions (source latents, mask latents,
+reference-image tokens, caption tokens), plus the sample keys in the metadata.
+
+The components (codec, encoders, preset's text width) are written to ``components.json``;
+a trainer whose params ask for other components refuses with a message naming both,
+instead of training on tensors from another encoder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .cli import parser, setup_logging
+from .io.atomic import atomic_path
+from .io.jsonio import write_json
+from .manifest import write_manifest
+from .models.bundle import components_from_params, encoders_for
+from .models.sampler import Conditions
+from .train.data import Encoded, encode, load_split, shard_paths
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val")
+FIELDS = ("target", "source", "mask", "image_tokens", "text_tokens")
+
+
+def encode_dataset(dataset_dir: Path, out_dir: Path, params: dict) -> dict:
+    """Write ``<split>.safetensors`` for every split the dataset has (train is required)."""
+    td = params["train_data"]
+    components = components_from_params(params.get("model", {}), td)
+    bundle = encoders_for(components)
+    counts, inputs = {}, []
+    with atomic_path(out_dir, directory=True) as tmp:
+        for split in SPLITS:
+            try:
+                paths = shard_paths(dataset_dir, split)
+            except FileNotFoundError:
+                if split == "train":
+                    raise
+                log.info("latents: no '%s' split in %s: the trainers validate on train", split, dataset_dir)
+                continue
+            enc = encode(load_split(dataset_dir, split, td), bundle)
+            tensors = {"target": enc.target, **{f: getattr(enc.cond, f) for f in FIELDS[1:]}}
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{split}.safetensors"),
+                      metadata={"keys": json.dumps(enc.keys)})
+            counts[split] = len(enc)
+            inputs += paths
+            log.info("latents: %s: %d triplets, target %s, image tokens %s, text tokens %s", split, len(enc),
+                     tuple(enc.target.shape), tuple(enc.cond.image_tokens.shape), tuple(enc.cond.text_tokens.shape))
+        write_json(tmp / "components.json", components)
+        write_manifest(tmp, "latents", params, inputs, counts)
+    return counts
+
+
+def read_split(latents_dir: Path, split: str) -> Encoded:
+    from safetensors import safe_open
+
+    path = Path(latents_dir) / f"{split}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{latents_dir}: no '{split}' latents (is the latents stage built?)")
+    with safe_open(str(path), "pt") as f:
+        keys = json.loads(f.metadata()["keys"])
+    t = load_file(str(path))
+    return Encoded(keys, t["target"], Conditions(*(t[f] for f in FIELDS[1:])))
+
+
+def latent_files(latents_dir: Path) -> list[Path]:
+    """The files a trainer reads: its inputs for the manifest and the checkpoint fingerprint."""
+    d = Path(latents_dir)
+    return [p for p in (d / "components.json", *(d / f"{s}.safetensors" for s in SPLITS)) if p.is_file()]
+
+
+def load_latents(latents_dir: Path, components: dict) -> tuple[Encoded, Encoded]:
+    """(train, val) latents, val falling back to train when the dataset has no val split.
+
+    ``components`` are the ones the model will be trained or distilled with; they must be the
+    ones the latents were encoded with.
+    """
+    have = json.loads((Path(latents_dir) / "components.json").read_text())
+    if have != components:
+        raise ValueError(f"{latents_dir} was encoded with components {have}, but the model uses {components}: "
+                         "rebuild the latents (snakemake artifacts/latents) with the same model/train_data params")
+    train = read_split(latents_dir, "train")
+    try:
+        val = read_split(latents_dir, "val")
+    except FileNotFoundError:
+        val = train
+    return train, val
+
+
+def main(argv=None) -> None:
+    setup_logging()
+    ap = parser("Encode the packed train/val splits once (codec latents, image and caption tokens).")
+    ap.add_argument("--dataset", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(max(1, a.threads))
+    encode_dataset(a.dataset, a.out, a.params)
