@@ -9,7 +9,9 @@ RNG state each ``teacher.checkpoint_every`` steps (``pvtt.train.checkpoint``) an
 the newest matching checkpoint; a killed and resumed run ends with the same bytes as an
 uninterrupted one on CPU.
 
-It reads the latent cache (``pvtt.latents``), not the videos. Multi-process: launched by
+It reads the latent cache (``pvtt.latents``), not the videos. Options in ``teacher``: ``lora``
+(peft adapters, ``pvtt.train.lora``), ``grad_accum`` micro-batches per update, ``precision``
+bf16 autocast, ``gradient_checkpointing`` per DiT block. Multi-process: launched by
 ``torch.distributed.run`` with WORLD_SIZE > 1, the loop is data-parallel as
 ``pvtt.train.distributed`` describes; rank 0 validates and writes.
 """
@@ -31,6 +33,7 @@ from .latents import latent_files, load_latents
 from .train import distributed as ddp
 from .train.checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from .train.flow import fixed_loss, flow_matching_loss, sample_sigmas, warmup_cosine
+from .train.lora import apply_lora, merge_lora, save_adapter
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,13 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
     log.info("teacher: %s preset, %.2fM params, %d train / %d val triplets", components["preset"], n_params / 1e6, len(train), len(val))
     iters, batch, lr = int(tp["iterations"]), int(tp["batch_size"]), float(tp["lr"])
     mine = ddp.share(batch, "teacher.batch_size")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    lora_cfg = tp.get("lora") or {}
+    lora = apply_lora(model, lora_cfg) if int(lora_cfg.get("rank", 0)) > 0 else None  # else: full fine-tuning
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    accum = int(tp.get("grad_accum", 1))
+    bf16 = tp.get("precision", "fp32") == "bf16"  # autocast; weights and optimiser state stay fp32
+    model.gradient_checkpointing = bool(tp.get("gradient_checkpointing", False))
     g = torch.Generator().manual_seed(seed)
     shift = float(tp["shift"])
     inputs = latent_files(latents_dir)
@@ -78,25 +87,28 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
     elif ckpt.enabled:
         log.info("teacher: no checkpoint to resume in %s: starting from step 0 (checkpoint every %d steps)",
                  checkpoint_dir, ckpt.every)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     t0 = time.time()
     for step in range(start, iters):
         for group in opt.param_groups:
             group["lr"] = lr * warmup_cosine(step, iters, int(tp["warmup"]))
-        idx = torch.randint(0, len(train), (batch,), generator=g)
-        keep = torch.rand(batch, generator=g) >= float(tp["cond_dropout"])
-        cond = train.cond.select(idx).drop(keep)
-        x0 = train.target[idx]
-        sigma = sample_sigmas(batch, shift, g)
-        noise = torch.randn(x0.shape, generator=g)
-        if world > 1:
-            x0, sigma, noise, cond = x0[mine], sigma[mine], noise[mine], cond.select(mine)
-        if device.type != "cpu":
-            x0, sigma, noise, cond = x0.to(device), sigma.to(device), noise.to(device), cond.to(device)
-        loss = flow_matching_loss(model, x0, cond, sigma, noise)
-        loss = loss * ((mine.stop - mine.start) / batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = torch.zeros((), device=device)
+        for _ in range(accum):  # micro-batches of batch_size; their gradients add up before the update
+            idx = torch.randint(0, len(train), (batch,), generator=g)
+            keep = torch.rand(batch, generator=g) >= float(tp["cond_dropout"])
+            cond = train.cond.select(idx).drop(keep)
+            x0 = train.target[idx]
+            sigma = sample_sigmas(batch, shift, g)
+            noise = torch.randn(x0.shape, generator=g)
+            if world > 1:
+                x0, sigma, noise, cond = x0[mine], sigma[mine], noise[mine], cond.select(mine)
+            if device.type != "cpu":
+                x0, sigma, noise, cond = x0.to(device), sigma.to(device), noise.to(device), cond.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                micro = flow_matching_loss(model, x0, cond, sigma, noise)
+            micro = micro.float() * ((mine.stop - mine.start) / batch / accum)
+            micro.backward()
+            loss = loss + micro.detach()
         ddp.allreduce_grads(trainable)
         loss = ddp.allreduce_sum(loss)
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -126,6 +138,9 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
         log.info("teacher: val loss %.4f -> %.4f; %.2f samples/s (%d process%s)", val_before, val_after,
                  (iters - start) * batch / max(seconds, 1e-9), world, "es" if world > 1 else "")
         with atomic_path(out_dir, directory=True) as tmp:
+            if lora:  # the adapters alone, then the merged plain DiT that students and the engine load
+                save_adapter(model, tmp, lora)
+                merge_lora(model)
             model.save(tmp, extra={"components": components, "kind": "teacher", "shift": shift})
             write_csv(tmp / "loss.csv", ["step", "loss", "lr", "grad_norm"],
                       ([r[0], f"{r[1]:.6f}", f"{r[2]:.6e}", f"{r[3]:.6f}"] for r in rows))

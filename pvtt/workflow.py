@@ -61,7 +61,7 @@ RULES: dict[str, Rule] = {
     "review": _r(["seed", "filter.l3"], ["pvtt/review.py"], "review", "filter"),
     "pack": _r(["seed", "pack"], ["pvtt/pack.py", "pvtt/manifest.py"], "pack", "pack"),
     "latents": _r(["model", "train_data"], MODEL_CODE + ["pvtt/latents.py"], "latents", "latents"),
-    "teacher": _r(["model", "train_data", "teacher"], TRAIN_CODE + ["pvtt/teacher.py"], "teacher", "teacher"),
+    "teacher": _r(["model", "train_data", "teacher"], TRAIN_CODE + ["pvtt/teacher.py", "pvtt/train/lora.py"], "teacher", "teacher"),
     "student_16": _r(["distill.common", "distill.student_16"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
     "student_8": _r(["distill.common", "distill.student_8"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
     "student_4": _r(["distill.common", "distill.student_4"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),

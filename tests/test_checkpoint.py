@@ -315,3 +315,29 @@ def test_distill_torchrun_two_processes_on_cpu(tiny, tmp_path):
             assert abs(float(g[col]) - float(w[col])) <= 1e-3 * max(1.0, abs(float(w[col]))), (g, w)
     a, b = load_file(str(out / "model.safetensors")), load_file(str(ref / "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
+
+
+def test_accumulation_checkpointing_and_bf16(tiny, tmp_path):
+    """grad_accum 2 of batch 2 is one update on 4 samples (not the same draws as batch 4, so compared
+    for sanity, not equality); gradient checkpointing changes memory, not arithmetic; bf16 autocast
+    follows the fp32 run's losses closely on CPU, and the saved weights stay fp32."""
+    from pvtt.teacher import train_teacher
+
+    _, lat, ref = tiny
+    plain = tmp_path / "plain"
+    train_teacher(lat, plain, teacher_params(iterations=4))
+    ckpt = tmp_path / "ckpt"
+    train_teacher(lat, ckpt, teacher_params(iterations=4, gradient_checkpointing=True))
+    a, b = load_file(str(plain / "model.safetensors")), load_file(str(ckpt / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    acc = tmp_path / "acc"
+    m = train_teacher(lat, acc, teacher_params(iterations=4, batch_size=2, grad_accum=2))
+    assert m["iterations"] == 4 and len((acc / "loss.csv").read_text().splitlines()) == 5
+    assert not tensors_equal(acc, plain)
+    bf = tmp_path / "bf16"
+    m = train_teacher(lat, bf, teacher_params(precision="bf16"))
+    want = json.loads((ref / "metrics.json").read_text())
+    for k in ("train_loss_first", "train_loss_last", "val_loss_after"):
+        assert np.isfinite(m[k]) and abs(m[k] - want[k]) <= 0.05 * want[k], (k, m[k], want[k])
+    assert not tensors_equal(bf, ref), "bf16 autocast did run in lower precision"
+    assert load_file(str(bf / "model.safetensors"))["wan.head.head.weight"].dtype == torch.float32
