@@ -25,7 +25,7 @@ from .manifest import write_manifest
 from .models.bundle import load_bundle
 from .models.dit import PVTTDiT, read_config
 from .models.sampler import sample
-from .report import render, side_by_side, write_gif
+from .report import on_white, render, side_by_side, write_gif
 from .train.data import encode, load_split
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
         (tmp / "media").mkdir()
         items = []
         for i, key in enumerate(tr.keys):
-            cols = [("template", source[i]), ("product", _ref_rgb(tr.reference_rgba[i])),
+            cols = [("template", source[i]), ("product", on_white(tr.reference_rgba[i])),
                     ("truth", truth[i])] + [(n.replace("student_", "s"), outputs[n][i]) for n in outputs]
             write_gif(tmp / "media" / f"{key}.gif", side_by_side(cols))
             items.append({"key": key, "caption": tr.captions[i], "gif": f"media/{key}.gif"})
@@ -107,11 +107,6 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
         write_manifest(tmp, "eval", params, [p / "model.safetensors" for p in model_dirs.values()],
                        {"benchmark_items": len(tr), "models": len(runs)})
     return summary
-
-
-def _ref_rgb(rgba: np.ndarray) -> np.ndarray:
-    a = rgba[..., 3:4].astype(np.float32) / 255.0
-    return (rgba[..., :3] * a + 255 * (1 - a)).astype(np.uint8)
 
 
 def main(argv=None) -> None:

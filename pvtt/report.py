@@ -22,6 +22,12 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(im)
 
 
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """An RGBA cut-out composited on white, for display."""
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    return (rgba[..., :3] * a + 255 * (1 - a)).astype(np.uint8)
+
+
 def side_by_side(columns: list[tuple[str, np.ndarray]], scale: int = 2) -> list[np.ndarray]:
     """columns: (label, (F, H, W, 3) uint8 video or (H, W, 3) still) -> list of tiled frames."""
     n = max(len(v) if v.ndim == 4 else 1 for _, v in columns)

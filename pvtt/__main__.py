@@ -1,0 +1,24 @@
+"""``python -m pvtt <command>``: the user-facing commands that are not DAG stages.
+
+- ``generate``: edit one template video with a new product (``pvtt.generate``).
+"""
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {"generate": "pvtt.generate"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m pvtt {{{','.join(COMMANDS)}}} [options]  (-h after a command for its options)",
+              file=sys.stderr)
+        return 2
+    import importlib
+
+    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
