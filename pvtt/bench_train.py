@@ -19,17 +19,7 @@ import yaml
 
 from .latents import load_latents
 from .models.bundle import components_from_params, new_bundle
-from .train.flow import flow_matching_loss, sample_sigmas
-
-
-def _batch(train, batch: int, dropout: float, shift: float, g: torch.Generator):
-    idx = torch.randint(0, len(train), (batch,), generator=g)
-    keep = torch.rand(batch, generator=g) >= dropout
-    cond = train.cond.select(idx).drop(keep)
-    x0 = train.target[idx]
-    sigma = sample_sigmas(batch, shift, g)
-    noise = torch.randn(x0.shape, generator=g)
-    return x0, cond, sigma, noise
+from .train.flow import draw_batch, flow_matching_loss
 
 
 def bench(latents_dir: Path, params: dict, loader_batches: int, steps: int, warmup: int = 2) -> dict:
@@ -41,7 +31,7 @@ def bench(latents_dir: Path, params: dict, loader_batches: int, steps: int, warm
     t0 = time.perf_counter()
     train, _ = load_latents(latents_dir, components)
     for _ in range(loader_batches):
-        _batch(train, batch, dropout, shift, g)
+        draw_batch(train, batch, dropout, shift, g)
     loader_s = time.perf_counter() - t0
 
     model = new_bundle(components, 0).dit.train()
@@ -49,7 +39,7 @@ def bench(latents_dir: Path, params: dict, loader_batches: int, steps: int, warm
     for i in range(warmup + steps):
         if i == warmup:
             t1 = time.perf_counter()
-        x0, cond, sigma, noise = _batch(train, batch, dropout, shift, g)
+        x0, cond, sigma, noise = draw_batch(train, batch, dropout, shift, g)
         loss = flow_matching_loss(model, x0, cond, sigma, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()

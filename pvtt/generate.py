@@ -29,7 +29,7 @@ from .models.bundle import load_bundle
 from .models.dit import read_config
 from .models.encoders import reference_to_tensor
 from .models.sampler import Conditions, sample
-from .train.data import _frame_indices
+from .train.data import frame_indices
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def generate(template: Path, product: Path, model_dir: Path, out: Path, params: 
         raise GenerateError(f"--template: {e}") from None
     size = (int(td["width"]), int(td["height"]))
     frames = read_frames(template, size=size)
-    frames = frames[_frame_indices(len(frames), int(td["frames"]), int(td["frame_stride"]))]
+    frames = frames[frame_indices(len(frames), int(td["frames"]), int(td["frame_stride"]))]
     mask = template_mask(frames, mask_path, params)
     rgba = load_product(product, params)
     bundle = load_bundle(model_dir)
@@ -109,8 +109,7 @@ def generate(template: Path, product: Path, model_dir: Path, out: Path, params: 
         lat = sample(bundle.dit.eval(), cond, noise, steps, float(cfg["shift"]), cfg_scale)
         edited = ((bundle.codec.decode(lat)[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
         seconds = time.perf_counter() - t0
-    fps = info.fps if info.fps and info.fps > 0 else 24.0
-    fps = fps / int(td["frame_stride"])
+    fps = info.fps / int(td["frame_stride"])  # probe guarantees a positive frame rate
     out.parent.mkdir(parents=True, exist_ok=True)
     write_video(out, edited, fps)
     if side_by_side:

@@ -17,7 +17,8 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .cli import parser, setup_logging
 from .io.atomic import atomic_path
@@ -62,15 +63,13 @@ def encode_dataset(dataset_dir: Path, out_dir: Path, params: dict) -> dict:
 
 
 def read_split(latents_dir: Path, split: str) -> Encoded:
-    from safetensors import safe_open
-
     path = Path(latents_dir) / f"{split}.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{latents_dir}: no '{split}' latents (is the latents stage built?)")
     with safe_open(str(path), "pt") as f:
         keys = json.loads(f.metadata()["keys"])
-    t = load_file(str(path))
-    return Encoded(keys, t["target"], Conditions(*(t[f] for f in FIELDS[1:])))
+        t = {name: f.get_tensor(name) for name in FIELDS}
+    return Encoded(keys, t["target"], Conditions(*(t[name] for name in FIELDS[1:])))
 
 
 def latent_files(latents_dir: Path) -> list[Path]:

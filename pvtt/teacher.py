@@ -32,7 +32,7 @@ from .models.bundle import components_from_params, new_bundle
 from .latents import latent_files, load_latents
 from .train import distributed as ddp
 from .train.checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
-from .train.flow import fixed_loss, flow_matching_loss, sample_sigmas, warmup_cosine
+from .train.flow import draw_batch, fixed_loss, flow_matching_loss, warmup_cosine
 from .train.lora import apply_lora, merge_lora, save_adapter
 
 log = logging.getLogger(__name__)
@@ -94,12 +94,7 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
         opt.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=device)
         for _ in range(accum):  # micro-batches of batch_size; their gradients add up before the update
-            idx = torch.randint(0, len(train), (batch,), generator=g)
-            keep = torch.rand(batch, generator=g) >= float(tp["cond_dropout"])
-            cond = train.cond.select(idx).drop(keep)
-            x0 = train.target[idx]
-            sigma = sample_sigmas(batch, shift, g)
-            noise = torch.randn(x0.shape, generator=g)
+            x0, cond, sigma, noise = draw_batch(train, batch, float(tp["cond_dropout"]), shift, g)
             if world > 1:
                 x0, sigma, noise, cond = x0[mine], sigma[mine], noise[mine], cond.select(mine)
             if device.type != "cpu":

@@ -8,13 +8,11 @@ import sys
 import yaml
 
 from pvtt.bench_train import bench
-from pvtt.latents import encode_dataset
-from test_checkpoint import MODEL, TD, TEACHER, make_tiny_dataset
+from test_checkpoint import MODEL, TD, TEACHER, make_tiny_latents
 
 
 def test_bench_reports_loader_and_step_rates(tmp_path):
-    lat = tmp_path / "latents"
-    encode_dataset(make_tiny_dataset(tmp_path / "dataset"), lat, {"model": MODEL, "train_data": TD})
+    lat = make_tiny_latents(tmp_path)
     params = {"model": MODEL, "train_data": TD, "teacher": TEACHER}
     r = bench(lat, params, loader_batches=20, steps=3, warmup=1)
     assert r["preset"] == "tiny" and r["train_triplets"] == 6 and r["batch_size"] == TEACHER["batch_size"]

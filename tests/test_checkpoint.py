@@ -85,6 +85,14 @@ def make_tiny_dataset(root: Path, n_train: int = 6, n_val: int = 3, size: int = 
     return root
 
 
+def make_tiny_latents(root: Path) -> Path:
+    """The tiny dataset under root/dataset, encoded by the latent cache stage into root/latents."""
+    from pvtt.latents import encode_dataset
+
+    encode_dataset(make_tiny_dataset(root / "dataset"), root / "latents", {"model": MODEL, "train_data": TD})
+    return root / "latents"
+
+
 def tensors_equal(a: Path, b: Path) -> bool:
     ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
@@ -124,13 +132,10 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, one_thread):
     """The tiny dataset's latent cache and one uninterrupted teacher run on it (no checkpoints)."""
-    from pvtt.latents import encode_dataset
     from pvtt.teacher import train_teacher
 
     base = tmp_path_factory.mktemp("ckpt")
-    ds = make_tiny_dataset(base / "dataset")
-    lat = base / "latents"
-    encode_dataset(ds, lat, {"model": MODEL, "train_data": TD})
+    lat = make_tiny_latents(base)
     ref = base / "teacher_ref"
     train_teacher(lat, ref, teacher_params())
     return base, lat, ref

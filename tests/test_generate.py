@@ -13,20 +13,17 @@ from PIL import Image
 
 from pvtt.generate import GenerateError, generate
 from pvtt.io.video import probe, read_frames, write_video
-from test_checkpoint import MODEL, TD, make_tiny_dataset, teacher_params
+from test_checkpoint import TD, make_tiny_latents, teacher_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from pvtt.latents import encode_dataset
     from pvtt.teacher import train_teacher
 
     base = tmp_path_factory.mktemp("gen")
-    lat = base / "latents"
-    encode_dataset(make_tiny_dataset(base / "dataset"), lat, {"model": MODEL, "train_data": TD})
-    train_teacher(lat, base / "teacher", teacher_params(iterations=2))
+    train_teacher(make_tiny_latents(base), base / "teacher", teacher_params(iterations=2))
     # Template: a red box gliding over a soft grey gradient, 64x64, 12 frames at 24 fps.
     yy, xx = np.mgrid[0:64, 0:64]
     frames = []

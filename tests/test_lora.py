@@ -66,11 +66,9 @@ def test_teacher_with_lora_writes_adapter_and_merged_model_and_resumes_exactly(t
     """The teacher stage with teacher.lora.rank > 0: adapter files beside a merged plain DiT, and a
     crash mid-run resumes from the checkpoint (LoRA weights included) to the same bytes."""
     import pvtt.teacher as teacher
-    from pvtt.latents import encode_dataset
-    from test_checkpoint import MODEL, TD, Crash, assert_same_artifact, crash_after, make_tiny_dataset, teacher_params
+    from test_checkpoint import Crash, assert_same_artifact, crash_after, make_tiny_latents, teacher_params
 
-    lat = tmp_path / "latents"
-    encode_dataset(make_tiny_dataset(tmp_path / "dataset"), lat, {"model": MODEL, "train_data": TD})
+    lat = make_tiny_latents(tmp_path)
     params = teacher_params(lora={"rank": 4, "alpha": 4, "targets": ["self_attn", "cross_attn"]})
     ref = tmp_path / "ref"
     teacher.train_teacher(lat, ref, params)

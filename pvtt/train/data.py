@@ -50,9 +50,9 @@ class Encoded:
         return len(self.keys)
 
 
-def _frame_indices(n: int, frames: int, stride: int) -> list[int]:
-    idx = [min(i * stride, n - 1) for i in range(frames)]
-    return idx
+def frame_indices(n: int, frames: int, stride: int) -> list[int]:
+    """``frames`` indices every ``stride`` of an ``n``-frame clip, repeating the last when it is short."""
+    return [min(i * stride, n - 1) for i in range(frames)]
 
 
 def _video_tensor(data: bytes, size: tuple[int, int], idx_fn) -> torch.Tensor:
@@ -74,7 +74,7 @@ def shard_paths(dataset_dir: str | Path, split: str) -> list[Path]:
 def load_split(dataset_dir: str | Path, split: str, td: dict, limit: int | None = None) -> Triplets:
     w, h, nf, stride = int(td["width"]), int(td["height"]), int(td["frames"]), int(td["frame_stride"])
     ref_size = int(td["reference_size"])
-    idx_fn = lambda n: _frame_indices(n, nf, stride)
+    idx_fn = lambda n: frame_indices(n, nf, stride)
     rows = []
     for shard in shard_paths(dataset_dir, split):
         for s in iter_samples(shard):

@@ -62,6 +62,8 @@ class DMD2:
         self.teacher = teacher.eval().requires_grad_(False)
         self.fake = copy.deepcopy(teacher).train().requires_grad_(True)
         self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
+        self.generator_params = [p for p in self.generator.parameters() if p.requires_grad]
+        self.fake_params = [p for p in self.fake.parameters() if p.requires_grad]
         self.opt_g = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.0, 0.99))
         self.opt_f = torch.optim.AdamW(self.fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0, betas=(0.0, 0.99))
         self.device = next(generator.parameters()).device
@@ -126,15 +128,14 @@ class DMD2:
         # Critic (fake score) updates on the current generator's samples.
         with torch.no_grad():
             x0_sample = self._generate(x, s, cond)
-        critic = 0.0
         for _ in range(self.cfg.critic_steps):
             loss_f = self.critic_loss(x0_sample, cond) * frac
             self.opt_f.zero_grad(set_to_none=True)
             loss_f.backward()
-            ddp.allreduce_grads([p for p in self.fake.parameters() if p.requires_grad])
+            ddp.allreduce_grads(self.fake_params)
             torch.nn.utils.clip_grad_norm_(self.fake.parameters(), 1.0)
             self.opt_f.step()
-            critic = ddp.allreduce_sum(loss_f).item()
+        critic = ddp.allreduce_sum(loss_f).item()  # the last critic step's loss, for the log
         # Generator update.
         x0_gen = self._generate(x, s, cond)
         loss_dmd = self.dmd_loss(x0_gen, cond) * frac
@@ -143,7 +144,7 @@ class DMD2:
         loss = loss_dmd + self.cfg.regression_weight * loss_reg
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
-        ddp.allreduce_grads([p for p in self.generator.parameters() if p.requires_grad])
+        ddp.allreduce_grads(self.generator_params)
         torch.nn.utils.clip_grad_norm_(self.generator.parameters(), 1.0)
         self.opt_g.step()
         with torch.no_grad():

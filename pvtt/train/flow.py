@@ -15,6 +15,18 @@ def sample_sigmas(n: int, shift: float, generator: torch.Generator) -> torch.Ten
     return shift_sigma(u, shift)
 
 
+def draw_batch(train, batch: int, cond_dropout: float, shift: float, g: torch.Generator):
+    """One flow-matching batch from encoded triplets: indices, CFG dropout of image and caption,
+    noise levels and noise, drawn from ``g`` in this order (checkpoint resume relies on it)."""
+    idx = torch.randint(0, len(train), (batch,), generator=g)
+    keep = torch.rand(batch, generator=g) >= cond_dropout
+    cond = train.cond.select(idx).drop(keep)
+    x0 = train.target[idx]
+    sigma = sample_sigmas(batch, shift, g)
+    noise = torch.randn(x0.shape, generator=g)
+    return x0, cond, sigma, noise
+
+
 def noisy(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     s = sigma.view(-1, *([1] * (x0.ndim - 1)))
     return (1 - s) * x0 + s * noise
