@@ -5,9 +5,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup run test test-fast bench-dag bench-train dvc-yaml clean pull
+.PHONY: setup run test test-fast bench-dag bench-train hpo dvc-yaml clean pull
 
-$(STAMP): envs/requirements.txt envs/constraints.txt envs/setup.sh
+$(STAMP): envs/requirements.txt envs/requirements-nodeps.txt envs/constraints.txt envs/setup.sh
 	bash envs/setup.sh
 	touch $@
 
@@ -30,6 +30,11 @@ bench-dag: setup
 bench-train: setup
 	snakemake --cores $(CORES) --profile profiles/local artifacts/latents
 	python -m pvtt.bench_train
+
+# Optional: Optuna search over the teacher's lr/batch/accumulation/warm-up on the sample's latents.
+hpo: setup
+	snakemake --cores $(CORES) --profile profiles/local work/hpo
+	@cat work/hpo/best_params.yaml
 
 dvc-yaml: setup
 	python -m pvtt.dvcgen

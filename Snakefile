@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 from pvtt import params as pvtt_params
 from pvtt import workflow as wf
+from pvtt.phases import phase1_spec
 
 configfile: "params.yaml"
 
@@ -51,6 +52,9 @@ def RES(group):
     return {**out, **PART}
 
 
+# Teacher phase 1 has its own latent cache (latents/phase1) when it trains another model or resolution.
+PHASE1_OWN_LATENTS = phase1_spec(config) is not None
+
 # Training rules start one process per GPU of their allocation (one on CPU) with torchrun,
 # inside the job: `--standalone` picks a free rendezvous port, so concurrent jobs on a node coexist.
 TORCHRUN = ("{PY} -m torch.distributed.run --standalone"
@@ -67,6 +71,8 @@ rule all:
     input:
         f"{A}/dataset",
         f"{A}/latents",
+        f"{A}/teacher_phase1",
+        f"{A}/teacher_phase2",
         f"{A}/teacher",
         f"{A}/student_16",
         f"{A}/student_8",
@@ -91,3 +97,4 @@ include: "rules/teacher.smk"
 include: "rules/distill.smk"
 include: "rules/engine.smk"
 include: "rules/eval.smk"
+include: "rules/hpo.smk"

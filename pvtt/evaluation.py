@@ -5,10 +5,14 @@ count and no CFG (guidance is distilled into it); the ONNX engine runs student_4
 The unedited template is scored too, as the do-nothing baseline. Metrics compare decoded
 frames at the training resolution with the ground-truth edit: PSNR, SSIM, background PSNR
 outside the edit region, temporal consistency (1 - flow warp error) and seconds per video.
-Learned metrics (CLIP-I, DINO-I, FVD, LPIPS) need weights and arrive with the real backends.
+Learned metrics (``pvtt.quality``: CLIP-I and DINO-I against the product image, LPIPS against
+the ground truth, FVD over the benchmark set, MUSIQ) load their weights from the local paths in
+``eval.metrics``; a metric whose weights are absent is listed as unavailable, with the reason.
+The benchmark split is chosen by hash of the source video at pack time and never trained on.
 """
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from pathlib import Path
@@ -25,16 +29,12 @@ from .manifest import write_manifest
 from .models.bundle import load_bundle
 from .models.dit import PVTTDiT, read_config
 from .models.sampler import sample
-from .report import on_white, render, side_by_side, write_gif
+from .quality import load_metrics
+from .report import on_white, render, side_by_side, to_uint8, write_gif
 from .train.data import encode, load_split
+from .train.periodic_eval import COLUMNS as EVAL_COLUMNS
 
 log = logging.getLogger(__name__)
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
-    x = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).numpy()
 
 
 def score(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
@@ -46,6 +46,9 @@ def score(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
 def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | None, out_dir: Path, params: dict,
              threads: int = 1) -> dict:
     ep, td = params["eval"], params["train_data"]
+    learned, unavailable = load_metrics(ep.get("metrics"), Path("."))
+    for reason in unavailable.values():
+        log.info("eval: unavailable: %s", reason)
     teacher_dir = model_dirs["teacher"]
     bundle = load_bundle(teacher_dir)
     tr = load_split(dataset_dir, "benchmark", td, limit=int(ep["max_videos"]))
@@ -54,7 +57,11 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
     truth = [to_uint8(v) for v in tr.edited]
     source = [to_uint8(v) for v in tr.source]
     masks = [m[0].numpy() > 0.5 for m in tr.mask]
-    runs: dict[str, tuple] = {"teacher": (bundle.dit, int(ep["teacher_steps"]), float(ep["cfg_scale"]))}
+    runs: dict[str, tuple] = {}
+    for name in ("teacher_phase1", "teacher_phase2"):  # earlier phases: how much each phase added
+        if name in model_dirs and read_config(model_dirs[name])["components"] == bundle.components:
+            runs[name] = (PVTTDiT.load(model_dirs[name]), int(ep["teacher_steps"]), float(ep["cfg_scale"]))
+    runs["teacher"] = (bundle.dit, int(ep["teacher_steps"]), float(ep["cfg_scale"]))
     for name in ("student_16", "student_8", "student_4"):
         if name in model_dirs:
             runs[name] = (PVTTDiT.load(model_dirs[name]), int(read_config(model_dirs[name])["steps"]), 1.0)
@@ -62,12 +69,24 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
         runs["student_4_onnx"] = (OnnxDenoiser(engine_dir / "student_4.onnx", threads), runs["student_4"][1], 1.0)
     results: dict[str, dict] = {"template_unedited": {}}
     outputs: dict[str, list[np.ndarray]] = {}
-    per_item = [score(source[i], truth[i], masks[i]) for i in range(len(tr))]
-    results["template_unedited"] = {k: float(np.mean([p[k] for p in per_item])) for k in per_item[0]}
+    references = [on_white(r) for r in tr.reference_rgba]
+
+    def scores(preds: list[np.ndarray]) -> dict:
+        """Weight-free metrics per item, learned item metrics, then the set metrics (FVD), averaged."""
+        per = [score(preds[i], truth[i], masks[i]) for i in range(len(tr))]
+        for name, m in learned.items():
+            if hasattr(m, "score"):
+                for i, p in enumerate(per):
+                    p[name] = m.score(preds[i], truth[i], references[i], masks[i])
+        out = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+        out.update({name: float(m.score_set(preds, truth)) for name, m in learned.items() if hasattr(m, "score_set")})
+        return out
+
+    results["template_unedited"] = scores(source)
     for name, (model, steps, cfg) in runs.items():
         if isinstance(model, torch.nn.Module):
             model.eval()
-        preds, scores, seconds = [], [], []
+        preds, seconds = [], []
         for i in range(len(tr)):
             cond = data.cond.select(slice(i, i + 1))
             noise = torch.randn(data.target[i:i + 1].shape, generator=torch.Generator().manual_seed(1000 + i))
@@ -75,11 +94,9 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
             lat = sample(model, cond, noise, steps, shift, cfg)
             frames = bundle.codec.decode(lat)[0]
             seconds.append(time.perf_counter() - t0)
-            pred = to_uint8(frames)
-            preds.append(pred)
-            scores.append(score(pred, truth[i], masks[i]))
+            preds.append(to_uint8(frames))
         outputs[name] = preds
-        results[name] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+        results[name] = scores(preds)
         results[name].update({"steps": steps, "cfg_scale": cfg, "seconds_per_video": float(np.mean(seconds))})
         log.info("eval %s (%d steps, cfg %.1f): %s", name, steps, cfg,
                  ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if isinstance(v, float)))
@@ -88,7 +105,8 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
         "models": results,
         "implementations": {"psnr/ssim": "pvtt.metrics (SSIM: Gaussian 11x11, sigma 1.5, luma)",
                             "temporal_consistency": "1 - mean |f_t - warp(f_t+1)| / 255, OpenCV Farneback flow",
-                            "unavailable": ["clip_i", "dino_i", "fvd", "lpips", "musiq"]},
+                            **{name: m.implementation for name, m in learned.items()}},
+        "unavailable": unavailable,
     }
     with atomic_path(out_dir, directory=True) as tmp:
         (tmp / "media").mkdir()
@@ -99,14 +117,26 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
             write_gif(tmp / "media" / f"{key}.gif", side_by_side(cols))
             items.append({"key": key, "caption": tr.captions[i], "gif": f"media/{key}.gif"})
         write_json(tmp / "metrics.json", summary)
-        render(tmp / "report.html", "PVTT evaluation", summary, items, notes=[
+        render(tmp / "report.html", "PVTT evaluation", summary, items, tables=[training_table(model_dirs)], notes=[
             "Teacher: %d steps with CFG %.1f; students: their own steps, no CFG (distilled in)." % (int(ep["teacher_steps"]), float(ep["cfg_scale"])),
             "template_unedited scores the source clip itself: the do-nothing baseline.",
-            "CLIP-I, DINO-I, FVD, LPIPS and MUSIQ need model weights and are reported as unavailable here.",
+            *(f"Unavailable: {reason}" for reason in unavailable.values()),
+            *(f"{name}: {impl}" for name, impl in summary["implementations"].items()),
             "seconds_per_video = sampling + decoding one benchmark clip on this machine's CPU."])
         write_manifest(tmp, "eval", params, [p / "model.safetensors" for p in model_dirs.values()],
                        {"benchmark_items": len(tr), "models": len(runs)})
     return summary
+
+
+def training_table(model_dirs: dict[str, Path]) -> tuple[str, list[str], list[list]]:
+    """Every teacher phase's in-training evaluations (eval.csv), one row per checkpoint."""
+    rows = []
+    for name in ("teacher_phase1", "teacher_phase2", "teacher"):
+        path = model_dirs.get(name, Path("/nonexistent")) / "eval.csv"
+        if path.is_file():
+            with open(path, newline="") as f:
+                rows += [[name, int(r["step"])] + [float(r[c]) for c in EVAL_COLUMNS[1:]] for r in csv.DictReader(f)]
+    return ("Training checkpoints (first val triplets, during training)", ["phase", *EVAL_COLUMNS], rows)
 
 
 def main(argv=None) -> None:
@@ -114,11 +144,12 @@ def main(argv=None) -> None:
     ap = parser("Evaluate the teacher, the students and the engine on the benchmark split.")
     ap.add_argument("--dataset", required=True, type=Path)
     ap.add_argument("--teacher", required=True, type=Path)
+    ap.add_argument("--phases", nargs="*", type=Path, default=[], help="earlier teacher phases (teacher_phase1, teacher_phase2)")
     ap.add_argument("--students", nargs="*", type=Path, default=[])
     ap.add_argument("--engine", type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, a.threads))
-    dirs = {"teacher": a.teacher, **{p.name: p for p in a.students}}
+    dirs = {"teacher": a.teacher, **{p.name: p for p in a.phases}, **{p.name: p for p in a.students}}
     evaluate(a.dataset, dirs, a.engine, a.out, a.params, a.threads)

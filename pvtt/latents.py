@@ -6,9 +6,13 @@ the training rules load a few safetensors files instead. The files hold, per spl
 edited-video latents (the target) and the conditions (source latents, mask latents,
 reference-image tokens, caption tokens), plus the sample keys in the metadata.
 
-The components (codec, encoders, preset's text width) are written to ``components.json``;
-a trainer whose params ask for other components refuses with a message naming both,
-instead of training on tensors from another encoder.
+The components (codec, encoders, preset's text width) are written to ``components.json`` and
+the clip geometry to ``train_data.json``; a trainer whose params ask for others refuses with a
+message naming both, instead of training on tensors from another encoder or resolution.
+
+When teacher phase 1 trains another model or resolution (``teacher_phases.phase1.model`` /
+``.train_data``: the seed's 1.3B prototype at 480p), its cache is encoded too, into
+``phase1/`` inside the same artifact.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from .manifest import write_manifest
 from .models.bundle import components_from_params, encoders_for
 from .models.sampler import Conditions
 from .train.data import Encoded, encode, load_split, shard_paths
+from .phases import phase1_spec
 
 log = logging.getLogger(__name__)
 
@@ -35,31 +40,42 @@ FIELDS = ("target", "source", "mask", "image_tokens", "text_tokens")
 
 
 def encode_dataset(dataset_dir: Path, out_dir: Path, params: dict) -> dict:
-    """Write ``<split>.safetensors`` for every split the dataset has (train is required)."""
-    td = params["train_data"]
-    components = components_from_params(params.get("model", {}), td)
-    bundle = encoders_for(components)
-    counts, inputs = {}, []
+    """Write the cache of the top-level model/train_data, plus ``phase1/`` when phase 1 differs."""
     with atomic_path(out_dir, directory=True) as tmp:
-        for split in SPLITS:
-            try:
-                paths = shard_paths(dataset_dir, split)
-            except FileNotFoundError:
-                if split == "train":
-                    raise
-                log.info("latents: no '%s' split in %s: the trainers validate on train", split, dataset_dir)
-                continue
-            enc = encode(load_split(dataset_dir, split, td), bundle)
-            tensors = {"target": enc.target, **{f: getattr(enc.cond, f) for f in FIELDS[1:]}}
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{split}.safetensors"),
-                      metadata={"keys": json.dumps(enc.keys)})
-            counts[split] = len(enc)
-            inputs += paths
-            log.info("latents: %s: %d triplets, target %s, image tokens %s, text tokens %s", split, len(enc),
-                     tuple(enc.target.shape), tuple(enc.cond.image_tokens.shape), tuple(enc.cond.text_tokens.shape))
-        write_json(tmp / "components.json", components)
+        counts, inputs = _encode_spec(dataset_dir, tmp, params.get("model", {}), params["train_data"])
+        spec = phase1_spec(params)
+        if spec:
+            log.info("latents: teacher phase 1 trains %s at %sx%s: encoding its cache into phase1/", spec[0].get("preset"),
+                     spec[1]["width"], spec[1]["height"])
+            counts["phase1"], _ = _encode_spec(dataset_dir, tmp / "phase1", *spec)
         write_manifest(tmp, "latents", params, inputs, counts)
     return counts
+
+
+def _encode_spec(dataset_dir: Path, tmp: Path, model: dict, td: dict) -> tuple[dict, list[Path]]:
+    components = components_from_params(model, td)
+    bundle = encoders_for(components)
+    counts, inputs = {}, []
+    tmp.mkdir(exist_ok=True)
+    for split in SPLITS:
+        try:
+            paths = shard_paths(dataset_dir, split)
+        except FileNotFoundError:
+            if split == "train":
+                raise
+            log.info("latents: no '%s' split in %s: the trainers validate on train", split, dataset_dir)
+            continue
+        enc = encode(load_split(dataset_dir, split, td), bundle)
+        tensors = {"target": enc.target, **{f: getattr(enc.cond, f) for f in FIELDS[1:]}}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{split}.safetensors"),
+                  metadata={"keys": json.dumps(enc.keys)})
+        counts[split] = len(enc)
+        inputs += paths
+        log.info("latents: %s: %d triplets, target %s, image tokens %s, text tokens %s", split, len(enc),
+                 tuple(enc.target.shape), tuple(enc.cond.image_tokens.shape), tuple(enc.cond.text_tokens.shape))
+    write_json(tmp / "components.json", components)
+    write_json(tmp / "train_data.json", td)
+    return counts, inputs
 
 
 def read_split(latents_dir: Path, split: str) -> Encoded:
@@ -75,19 +91,27 @@ def read_split(latents_dir: Path, split: str) -> Encoded:
 def latent_files(latents_dir: Path) -> list[Path]:
     """The files a trainer reads: its inputs for the manifest and the checkpoint fingerprint."""
     d = Path(latents_dir)
-    return [p for p in (d / "components.json", *(d / f"{s}.safetensors" for s in SPLITS)) if p.is_file()]
+    names = ("components.json", "train_data.json", *(f"{s}.safetensors" for s in SPLITS))
+    return [d / n for n in names if (d / n).is_file()]
 
 
-def load_latents(latents_dir: Path, components: dict) -> tuple[Encoded, Encoded]:
+def load_latents(latents_dir: Path, components: dict, train_data: dict | None = None) -> tuple[Encoded, Encoded]:
     """(train, val) latents, val falling back to train when the dataset has no val split.
 
-    ``components`` are the ones the model will be trained or distilled with; they must be the
-    ones the latents were encoded with.
+    ``components`` (and ``train_data`` when given) are the ones the model will be trained or
+    distilled with; they must be the ones the latents were encoded with.
     """
-    have = json.loads((Path(latents_dir) / "components.json").read_text())
+    d = Path(latents_dir)
+    if not (d / "components.json").is_file():
+        raise FileNotFoundError(f"{d}: no latent cache here (build it: snakemake artifacts/latents)")
+    have = json.loads((d / "components.json").read_text())
     if have != components:
         raise ValueError(f"{latents_dir} was encoded with components {have}, but the model uses {components}: "
                          "rebuild the latents (snakemake artifacts/latents) with the same model/train_data params")
+    have_td = json.loads((d / "train_data.json").read_text()) if (d / "train_data.json").is_file() else None
+    if train_data is not None and have_td is not None and have_td != dict(train_data):
+        raise ValueError(f"{latents_dir} holds clips encoded with train_data {have_td}, but this run asks for "
+                         f"{dict(train_data)}: rebuild the latents with the same train_data params")
     train = read_split(latents_dir, "train")
     try:
         val = read_split(latents_dir, "val")

@@ -6,7 +6,9 @@ benchmark item, with columns template | product | ground truth | teacher | stude
 from __future__ import annotations
 
 import html
+import io
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -20,6 +22,12 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
     d.rectangle([0, 0, min(im.width, 6 * len(text) + 4), 11], fill=(0, 0, 0))
     d.text((2, 0), text, fill=(255, 255, 255))
     return np.asarray(im)
+
+
+def to_uint8(frames) -> np.ndarray:
+    """A (3, F, H, W) torch video in [-1, 1] -> (F, H, W, 3) uint8 frames."""
+    x = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte()
+    return x.permute(1, 2, 3, 0).numpy()
 
 
 def on_white(rgba: np.ndarray) -> np.ndarray:
@@ -45,10 +53,17 @@ def side_by_side(columns: list[tuple[str, np.ndarray]], scale: int = 2) -> list[
     return tiles
 
 
-def write_gif(path: str | os.PathLike, frames: list[np.ndarray], fps: float = 8.0) -> None:
+def gif_bytes(frames: list[np.ndarray], fps: float = 8.0) -> bytes:
+    """An animated GIF of uint8 RGB frames (no timestamps: equal frames give equal bytes)."""
     ims = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0, optimize=False)
+    return buf.getvalue()
+
+
+def write_gif(path: str | os.PathLike, frames: list[np.ndarray], fps: float = 8.0) -> None:
     with atomic_path(path) as tmp:
-        ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0, optimize=False)
+        Path(tmp).write_bytes(gif_bytes(frames, fps))
 
 
 def _fmt(v) -> str:
@@ -57,14 +72,22 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
-def render(out_html: str | os.PathLike, title: str, metrics: dict, items: list[dict], notes: list[str]) -> None:
-    """metrics: {"models": {name: {metric: value}}}; items: [{"key", "caption", "gif" (relative path)}]."""
+def table_html(columns: list[str], rows: list[list]) -> str:
+    """An HTML table; the first column is a row header."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr><th>" + _fmt(r[0]) + "</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in r[1:]) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render(out_html: str | os.PathLike, title: str, metrics: dict, items: list[dict], notes: list[str],
+           tables: list[tuple[str, list[str], list[list]]] = ()) -> None:
+    """metrics: {"models": {name: {metric: value}}}; items: [{"key", "caption", "gif" (relative path)}];
+    tables: further (heading, columns, rows) sections after the models' table."""
     models = metrics["models"]
     cols = sorted({k for m in models.values() for k in m})
-    rows = "".join(
-        "<tr><th>" + html.escape(name) + "</th>" + "".join(f"<td>{_fmt(m.get(c, ''))}</td>" for c in cols) + "</tr>"
-        for name, m in models.items())
-    table = "<table><tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>" + rows + "</table>"
+    table = table_html(["model"] + cols, [[name] + [m.get(c, "") for c in cols] for name, m in models.items()])
+    table += "".join(f"<h2>{html.escape(h)}</h2>" + table_html(c, r) for h, c, r in tables)
     gallery = "".join(
         f"<figure><img src='{html.escape(it['gif'])}' alt='{html.escape(it['key'])}'>"
         f"<figcaption><code>{html.escape(it['key'])}</code> — {html.escape(it['caption'])}</figcaption></figure>"

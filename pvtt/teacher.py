@@ -14,6 +14,18 @@ It reads the latent cache (``pvtt.latents``), not the videos. Options in ``teach
 bf16 autocast, ``gradient_checkpointing`` per DiT block. Multi-process: launched by
 ``torch.distributed.run`` with WORLD_SIZE > 1, the loop is data-parallel as
 ``pvtt.train.distributed`` describes; rank 0 validates and writes.
+
+Phases: the teacher trains in three chained rules (``teacher_phase1`` -> ``teacher_phase2`` ->
+``teacher``), each with ``teacher`` params overridden by ``teacher_phases.<phase>``
+(``phase_params``). A phase starts from the previous phase's weights when both train the same
+model; phase 1 may train another model at another resolution (the seed's 1.3B prototype at
+480p before the 14B at 720p), and then phase 2 starts from ``model.base``. ``unfreeze: N``
+trains the last N DiT blocks in full beside the LoRA adapters (phase 3).
+
+Logs: every step to DVCLive under ``--live-dir`` (and wandb offline with ``teacher.log.wandb``);
+every ``eval_every`` steps ``pvtt.train.periodic_eval`` scores sampled val clips. The artifact
+holds the same series replayed from the checkpointed rows (``dvclive/``, ``eval.csv``), so
+``dvc plots show`` / ``dvc exp show`` read them and the artifact stays reproducible.
 """
 from __future__ import annotations
 
@@ -22,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from .cli import parser, setup_logging
 from .io.atomic import atomic_path
@@ -29,18 +42,38 @@ from .io.jsonio import write_csv, write_json
 from .manifest import sha256_file, write_manifest
 from .models.base import init_from_base, load_base_state
 from .models.bundle import components_from_params, new_bundle
+from .models.dit import read_config
+from .phases import PHASES, phase_params
+from .report import gif_bytes
 from .latents import latent_files, load_latents
 from .train import distributed as ddp
 from .train.checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from .train.flow import draw_batch, fixed_loss, flow_matching_loss, warmup_cosine
-from .train.lora import apply_lora, merge_lora, save_adapter
+from .train.lora import apply_lora, merge_lora, save_adapter, unfreeze_last_blocks
+from .train.periodic_eval import COLUMNS as EVAL_COLUMNS, PeriodicEval
+from .train.tracking import LiveLog, write_history
 
 log = logging.getLogger(__name__)
 
+def _init_from(model, components: dict, init_dir: Path | None) -> str:
+    """Start from the previous phase when it trained this same model; say what happened."""
+    if init_dir is None:
+        return "base" if components.get("base") else "scratch"
+    prev = read_config(init_dir)
+    if prev.get("components") != components:
+        log.info("teacher: %s trained another model (%s); this phase starts from %s", init_dir,
+                 prev.get("components", {}).get("preset"), "model.base" if components.get("base") else "scratch")
+        return f"base (previous phase {init_dir.name} trained another model)"
+    model.load_state_dict(load_file(str(init_dir / "model.safetensors")))
+    log.info("teacher: continuing from %s", init_dir)
+    return f"previous phase {init_dir.name}"
+
 
 def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir: Path | None = None,
-                  device: str | torch.device = "cpu") -> dict:
+                  device: str | torch.device = "cpu", init_dir: Path | None = None,
+                  live_dir: Path | None = None) -> dict:
     tp, td = params["teacher"], params["train_data"]
+    phase = params.get("phase", "teacher")
     device = torch.device(device)
     world, rank = ddp.world()
     seed = int(tp.get("seed", 0))
@@ -49,15 +82,21 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
     bundle = new_bundle(components, seed)
     if params.get("model", {}).get("base"):  # a pretrained Wan DiT; the new conditioning starts at zero
         init_from_base(bundle.dit, load_base_state(params["model"]["base"]))
-    train, val = load_latents(latents_dir, components)
+    train, val = load_latents(latents_dir, components, td)
     model = bundle.dit
+    started_from = _init_from(model, components, Path(init_dir) if init_dir else None)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("teacher: %s preset, %.2fM params, %d train / %d val triplets", components["preset"], n_params / 1e6, len(train), len(val))
+    log.info("teacher %s: %s preset, %.2fM params, %d train / %d val triplets", phase, components["preset"],
+             n_params / 1e6, len(train), len(val))
     iters, batch, lr = int(tp["iterations"]), int(tp["batch_size"]), float(tp["lr"])
     mine = ddp.share(batch, "teacher.batch_size")
     lora_cfg = tp.get("lora") or {}
     lora = apply_lora(model, lora_cfg) if int(lora_cfg.get("rank", 0)) > 0 else None  # else: full fine-tuning
+    if int(tp.get("unfreeze", 0)):
+        if lora is None:
+            raise ValueError(f"teacher_phases.{phase}.unfreeze needs lora.rank > 0 (without LoRA every block trains already)")
+        lora["unfrozen_blocks"] = unfreeze_last_blocks(model, int(tp["unfreeze"]))
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     accum = int(tp.get("grad_accum", 1))
@@ -65,14 +104,17 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
     model.gradient_checkpointing = bool(tp.get("gradient_checkpointing", False))
     g = torch.Generator().manual_seed(seed)
     shift = float(tp["shift"])
-    inputs = latent_files(latents_dir)
-    fp = fingerprint("teacher", params, {p.name: sha256_file(p) for p in inputs}, world_size=world)
+    inputs = latent_files(latents_dir) + ([Path(init_dir) / "model.safetensors"] if init_dir else [])
+    fp = fingerprint("teacher", params, {f"{p.parent.name}/{p.name}": sha256_file(p) for p in inputs}, world_size=world)
     ckpt = Checkpointer(checkpoint_dir, int(tp.get("checkpoint_every", 50)), fp, "teacher", writer=rank == 0)
+    every = int(tp.get("eval_every", 0))
+    evaluator = PeriodicEval(val, bundle.codec, int(tp.get("eval_items", 2)), int(tp.get("eval_steps", 10)), shift,
+                             float(tp.get("eval_cfg", 3.0))) if rank == 0 and every else None
     found = None
     if ckpt.enabled:
         path = ckpt.find() if rank == 0 else None
         found = ddp.broadcast_from_rank0(str(path) if path else None)
-    start, rows, val_before = 0, [], None
+    start, rows, evals, media, val_before = 0, [], [], {}, None
     if not found and rank == 0:
         val_before = fixed_loss(model, val.target, val.cond, shift)  # validation stays on the CPU
     if device.type != "cpu":
@@ -83,11 +125,16 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], {"batch": g})
         start, rows, val_before = int(state["step"]), [tuple(r) for r in state["rows"]], state["val_before"]
+        evals, media = list(state.get("evals", [])), dict(state.get("media", {}))
         log.info("teacher: resuming from step %d of %d (checkpoint %s)", start, iters, found)
     elif ckpt.enabled:
         log.info("teacher: no checkpoint to resume in %s: starting from step 0 (checkpoint every %d steps)",
                  checkpoint_dir, ckpt.every)
-    t0 = time.time()
+    live = None
+    if rank == 0 and live_dir is not None:
+        wandb_dir = Path(live_dir).parent / "wandb" if (tp.get("log") or {}).get("wandb") else None
+        live = LiveLog(Path(live_dir), resume=start > 0, config=params, wandb_dir=wandb_dir, name=phase)
+    t0 = tick = time.time()
     for step in range(start, iters):
         for group in opt.param_groups:
             group["lr"] = lr * warmup_cosine(step, iters, int(tp["warmup"]))
@@ -109,12 +156,27 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         rows.append((step, loss.item(), opt.param_groups[0]["lr"], float(gnorm)))
+        if live is not None:
+            now = time.time()
+            live.log(step, {"train/loss": rows[-1][1], "train/lr": rows[-1][2], "train/grad_norm": rows[-1][3],
+                            "perf/samples_per_s": batch * accum / max(now - tick, 1e-9)})
+            tick = now
         if step % max(1, iters // 20) == 0 or step == iters - 1:
             log.info("teacher step %d/%d loss %.4f lr %.2e", step + 1, iters, loss.item(), opt.param_groups[0]["lr"])
+        if evaluator is not None and ((step + 1) % every == 0 or step == iters - 1):
+            row, frames = evaluator(model, step + 1)
+            evals.append(row)
+            media[f"eval/sample_step{step + 1:06d}.gif"] = gif_bytes(frames)
+            log.info("teacher eval at step %d: %s", step + 1, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "step"))
+            if live is not None:
+                live.log(step, {f"eval/{k}": v for k, v in row.items() if k != "step"})
         if ckpt.due(step + 1, iters):
             ckpt.save(step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                 "rng": rng_state({"batch": g}), "rows": rows, "val_before": val_before})
+                                 "rng": rng_state({"batch": g}), "rows": rows, "val_before": val_before,
+                                 "evals": evals, "media": media})
     seconds = time.time() - t0
+    if live is not None:
+        live.close()
     ddp.barrier()
     metrics = None
     if rank == 0:
@@ -129,21 +191,46 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
             "val_loss_before": round(val_before, 6), "val_loss_after": round(val_after, 6),
             "train_triplets": len(train), "val_triplets": len(val),
         }
+        if evals:
+            metrics.update({f"eval_{k}": round(v, 6) for k, v in evals[-1].items() if k != "step"})
         # Throughput goes to the log, not the artifact: artifacts must be byte-reproducible.
         log.info("teacher: val loss %.4f -> %.4f; %.2f samples/s (%d process%s)", val_before, val_after,
-                 (iters - start) * batch / max(seconds, 1e-9), world, "es" if world > 1 else "")
+                 (iters - start) * batch * accum / max(seconds, 1e-9), world, "es" if world > 1 else "")
         with atomic_path(out_dir, directory=True) as tmp:
             if lora:  # the adapters alone, then the merged plain DiT that students and the engine load
                 save_adapter(model, tmp, lora)
                 merge_lora(model)
-            model.save(tmp, extra={"components": components, "kind": "teacher", "shift": shift})
+            model.save(tmp, extra={"components": components, "kind": "teacher", "shift": shift, "phase": phase,
+                                   "started_from": started_from})
             write_csv(tmp / "loss.csv", ["step", "loss", "lr", "grad_norm"],
                       ([r[0], f"{r[1]:.6f}", f"{r[2]:.6e}", f"{r[3]:.6f}"] for r in rows))
+            write_csv(tmp / "eval.csv", list(EVAL_COLUMNS),
+                      ([e["step"]] + [f"{e[c]:.6f}" for c in EVAL_COLUMNS[1:]] for e in evals))
+            _write_dvclive(tmp, rows, evals, media, metrics)
             write_json(tmp / "metrics.json", metrics)
             write_manifest(tmp, "teacher", params, inputs, {"train_triplets": len(train)},
-                           extra={"metrics": metrics})
+                           extra={"metrics": metrics, "phase": phase, "started_from": started_from})
     ddp.barrier()
     return metrics
+
+
+def _write_dvclive(out: Path, rows: list, evals: list[dict], media: dict[str, bytes], metrics: dict) -> None:
+    """The run's series as DVCLive files in the artifact (what dvc plots / dvc exp show read)."""
+    series = {"train/loss": [(r[0], r[1]) for r in rows], "train/lr": [(r[0], r[2]) for r in rows],
+              "train/grad_norm": [(r[0], r[3]) for r in rows]}
+    for c in EVAL_COLUMNS[1:]:
+        series[f"eval/{c}"] = [(e["step"], e[c]) for e in evals]
+    staged = out / ".media"
+    staged.mkdir()
+    images = {}
+    for name, data in media.items():
+        path = staged / name.replace("/", "_")
+        path.write_bytes(data)
+        images[name] = path
+    write_history(out / "dvclive", series, images, {k: v for k, v in metrics.items() if isinstance(v, float)})
+    for p in images.values():
+        p.unlink()
+    staged.rmdir()
 
 
 def main(argv=None) -> None:
@@ -155,10 +242,14 @@ def main(argv=None) -> None:
     ap.add_argument("--gpus", type=int, default=0, help="GPUs of the job: > 0 trains on cuda:LOCAL_RANK when CUDA is there")
     ap.add_argument("--checkpoint-dir", type=Path, default=None,
                     help="where to save and resume checkpoints (outside the output: Snakemake deletes failed outputs)")
+    ap.add_argument("--phase", choices=PHASES, help="train this phase: teacher params overridden by teacher_phases.<phase>")
+    ap.add_argument("--init", type=Path, default=None, help="the previous phase's teacher, to continue from")
+    ap.add_argument("--live-dir", type=Path, default=None, help="DVCLive directory for the running log (work/dvclive/<rule>)")
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, a.threads // max(1, ddp.launched_world())))
     device = ddp.init(a.gpus, "teacher")
+    params = phase_params(a.params, a.phase) if a.phase else a.params
     try:
-        train_teacher(a.latents, a.out, a.params, a.checkpoint_dir, device)
+        train_teacher(a.latents, a.out, params, a.checkpoint_dir, device, a.init, a.live_dir)
     finally:
         ddp.shutdown()

@@ -27,7 +27,12 @@ MODEL_CODE = ["pvtt/models/__init__.py", "pvtt/models/base.py", "pvtt/models/bun
               "pvtt/train/__init__.py", "pvtt/train/data.py", "pvtt/train/flow.py", "pvtt/pack.py"]
 
 # What every training rule runs besides its own module: the latent reader, checkpoints, DDP.
-TRAIN_CODE = MODEL_CODE + ["pvtt/latents.py", "pvtt/train/checkpoint.py", "pvtt/train/distributed.py"]
+TRAIN_CODE = MODEL_CODE + ["pvtt/latents.py", "pvtt/phases.py", "pvtt/train/checkpoint.py",
+                           "pvtt/train/distributed.py"]
+TEACHER_CODE = TRAIN_CODE + ["pvtt/teacher.py", "pvtt/train/lora.py", "pvtt/train/periodic_eval.py",
+                             "pvtt/train/tracking.py", "pvtt/report.py", "pvtt/metrics.py"]
+# The teacher's chained phases: (phase, rule). Phase 3's rule is `teacher`, what the students distil.
+TEACHER_PHASES = (("phase1", "teacher_phase1"), ("phase2", "teacher_phase2"), ("phase3", "teacher"))
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,18 @@ RULES: dict[str, Rule] = {
     "filter": _r(["filter.l1", "filter.l2"], ["pvtt/filters.py", "pvtt/metrics.py"], "filter", "filter"),
     "review": _r(["seed", "filter.l3"], ["pvtt/review.py"], "review", "filter"),
     "pack": _r(["seed", "pack"], ["pvtt/pack.py", "pvtt/manifest.py"], "pack", "pack"),
-    "latents": _r(["model", "train_data"], MODEL_CODE + ["pvtt/latents.py"], "latents", "latents"),
-    "teacher": _r(["model", "train_data", "teacher"], TRAIN_CODE + ["pvtt/teacher.py", "pvtt/train/lora.py"], "teacher", "teacher"),
+    "latents": _r(["model", "train_data", "teacher_phases.phase1.model", "teacher_phases.phase1.train_data"],
+                  MODEL_CODE + ["pvtt/latents.py", "pvtt/phases.py"], "latents", "latents"),
+    **{name: _r(["model", "train_data", "teacher", f"teacher_phases.{phase}"], TEACHER_CODE, "teacher", "teacher")
+       for phase, name in TEACHER_PHASES},
     "student_16": _r(["distill.common", "distill.student_16"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
     "student_8": _r(["distill.common", "distill.student_8"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
     "student_4": _r(["distill.common", "distill.student_4"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
+    "hpo": _r(["model", "train_data", "teacher", "hpo"], TEACHER_CODE + ["pvtt/hpo.py"], "hpo", "hpo"),
     "engine": _r(["train_data", "engine"], MODEL_CODE + ["pvtt/engine.py"], "engine", "engine"),
-    "eval": _r(["train_data", "eval"], MODEL_CODE + ["pvtt/evaluation.py", "pvtt/report.py", "pvtt/metrics.py", "pvtt/engine.py"], "eval", "eval"),
+    "eval": _r(["train_data", "eval"], MODEL_CODE + ["pvtt/evaluation.py", "pvtt/report.py", "pvtt/metrics.py", "pvtt/engine.py",
+                                             "pvtt/train/periodic_eval.py", "pvtt/quality.py", "pvtt/models/i3d.py"],
+                  "eval", "eval"),
 }
 
 DATASET_RULES = ["sample", "ingest", "shots", "clips", "products", "index", "masks", "maskqc", "backgrounds",
@@ -83,12 +93,15 @@ class Milestone:
 MILESTONES: dict[str, Milestone] = {
     "dataset": Milestone(tuple(DATASET_RULES), "dataset"),
     "latents": Milestone(("latents",), "latents", ("dataset",)),
-    "teacher": Milestone(("teacher",), "teacher", ("latents",)),
+    "teacher_phase1": Milestone(("teacher_phase1",), "teacher_phase1", ("latents",)),
+    "teacher_phase2": Milestone(("teacher_phase2",), "teacher_phase2", ("latents", "teacher_phase1")),
+    "teacher": Milestone(("teacher",), "teacher", ("latents", "teacher_phase2")),
     "student_16": Milestone(("student_16",), "student_16", ("latents", "teacher")),
     "student_8": Milestone(("student_8",), "student_8", ("latents", "teacher", "student_16")),
     "student_4": Milestone(("student_4",), "student_4", ("latents", "teacher", "student_8")),
     "engine": Milestone(("engine",), "engine", ("dataset", "student_4")),
-    "eval": Milestone(("eval",), "eval", ("dataset", "teacher", "student_16", "student_8", "student_4", "engine")),
+    "eval": Milestone(("eval",), "eval", ("dataset", "teacher_phase1", "teacher_phase2", "teacher", "student_16",
+                                          "student_8", "student_4", "engine")),
 }
 
 
@@ -172,8 +185,8 @@ def num_shards(config: dict, n_videos: int) -> int:
 def job_count_formula(n_videos: int, n_products: int, n_shards: int, sample: bool) -> int:
     """Jobs of a full build: per video 6 (ingest, shots, clips, masks, maskqc, backgrounds), per
     product 1, per shard 2 (synth, filter), plus fixed ones (index, pairs, review, pack, latents,
-    teacher, 3 students, engine, eval, all: 12, and sample when generated)."""
-    return 6 * n_videos + n_products + 2 * n_shards + 12 + (1 if sample else 0)
+    3 teacher phases, 3 students, engine, eval, all: 14, and sample when generated)."""
+    return 6 * n_videos + n_products + 2 * n_shards + 14 + (1 if sample else 0)
 
 
 def pulled_artifact(config: dict, milestone: str, work_marker: str) -> bool:

@@ -4,6 +4,7 @@
 rule eval:
     input:
         dataset=f"{A}/dataset",
+        phases=[f"{A}/teacher_phase1", f"{A}/teacher_phase2"],
         teacher=f"{A}/teacher",
         students=expand(f"{A}/{{s}}", s=["student_16", "student_8", "student_4"]),
         engine=f"{A}/engine",
@@ -20,4 +21,4 @@ rule eval:
     resources:
         **RES("eval"),
     shell:
-        "{PY} scripts/eval.py --params {params.p:q} --dataset {input.dataset} --teacher {input.teacher} --students {input.students} --engine {input.engine} --out {output} --threads {threads} > {log} 2>&1"
+        "{PY} scripts/eval.py --params {params.p:q} --dataset {input.dataset} --teacher {input.teacher} --phases {input.phases} --students {input.students} --engine {input.engine} --out {output} --threads {threads} > {log} 2>&1"

@@ -6,6 +6,7 @@ own Wan model function, not from our forward.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -90,3 +91,39 @@ def test_wrong_preset_source_residual_and_missing_file_are_named(base_ckpt, tmp_
         init_from_base(build_dit("tiny", C, 0, "source_residual"), load_base_state(path))
     with pytest.raises(MissingWeightsError, match="models/wan/absent.safetensors"):
         load_base_state("models/wan/absent.safetensors")
+
+
+def test_dinov2_reference_encoder_is_selectable_and_starts_at_zero(base_ckpt, tmp_path):
+    """DINOv2 (a real transformers Dinov2Model, tiny and random, loaded from a local directory)
+    instead of CLIP ViT-H: its 257 tokens of its own width enter through an img_emb of that
+    width, and at step 0 the output is still the base model's, whatever the reference image."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from pvtt.models.bundle import components_from_params, new_bundle
+    from pvtt.models.encoders import reference_to_tensor
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=48, num_hidden_layers=1, num_attention_heads=2, intermediate_size=96,
+                             image_size=224, patch_size=14)).save_pretrained(tmp_path / "dinov2")
+    comp = components_from_params({"preset": "tiny", "prediction": "velocity",
+                                   "image_encoder": {"kind": "dinov2", "path": str(tmp_path / "dinov2")}},
+                                  {"reference_size": 64})
+    bundle = new_bundle(comp, seed=0)
+    assert bundle.dit.wan.img_emb.proj[1].in_features == 48 and bundle.dit.arch["image_dim"] == 48
+    base, path = base_ckpt
+    init_from_base(bundle.dit, load_base_state(path))
+    rng = np.random.default_rng(0)
+    refs = [reference_to_tensor(rng.integers(0, 255, (40, 30, 4), dtype=np.uint8), 64) for _ in range(2)]
+    tokens = bundle.image_encoder(torch.stack(refs))
+    assert tokens.shape == (2, 257, 48) and not torch.allclose(tokens[0], tokens[1])
+    x, t, source, mask, _, text = _inputs(0)
+    dit = bundle.dit.eval()
+    with torch.no_grad():
+        want = model_fn_wan_video(dit=base, latents=x, timestep=t, context=text)
+        got = dit(x, t, source, mask, tokens, text)
+        got_swapped = dit(x, t, source, mask, tokens.flip(0), text)
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(got_swapped, want, atol=1e-5)
+    with pytest.raises(MissingWeightsError, match="DINOv2"):
+        components_from_params({"image_encoder": {"kind": "dinov2", "path": str(tmp_path / "nope")}}, {"reference_size": 64})
+        new_bundle(components_from_params({"image_encoder": {"kind": "dinov2", "path": str(tmp_path / "nope")}},
+                                          {"reference_size": 64}), seed=0)

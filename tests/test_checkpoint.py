@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TD = {"width": 32, "height": 32, "frames": 4, "frame_stride": 1, "reference_size": 32}
 MODEL = {"preset": "tiny", "prediction": "source_residual"}
 TEACHER = {"iterations": 12, "batch_size": 4, "lr": 1.0e-3, "warmup": 4, "cond_dropout": 0.25, "shift": 3.0,
-           "seed": 0, "checkpoint_every": 4}
+           "seed": 0, "checkpoint_every": 4, "eval_every": 5, "eval_items": 2, "eval_steps": 3}
 COMMON = {"checkpoint_every": 2, "cfg_scale": 3.0, "critic_steps": 2, "fake_lr": 5.0e-4,
           "guidance_convention": "standard", "regression_weight": 0.25, "batch_size": 2}
 
@@ -102,6 +102,8 @@ def assert_same_artifact(a: Path, b: Path, files=("model.safetensors", "loss.csv
     assert tensors_equal(a, b)
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    for f in sorted(p.relative_to(a) for p in (a / "dvclive").rglob("*") if p.is_file()) if (a / "dvclive").is_dir() else []:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f  # DVCLive series and the sample animations
 
 
 class Crash(Exception):

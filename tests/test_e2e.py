@@ -138,13 +138,21 @@ def test_dataset_has_triplets_and_deterministic_split(repo):
     assert not (splits["train"] & splits["benchmark"]) and not (splits["train"] & splits["val"])
 
 
-def test_teacher_loss_falls_and_engine_matches(repo):
+def test_teacher_phases_chain_loss_falls_and_engine_matches(repo):
     repo, _ = repo
+    m1 = json.loads((repo / "artifacts/teacher_phase1/metrics.json").read_text())
+    assert m1["val_loss_after"] < 0.9 * m1["val_loss_before"], m1
+    assert m1["train_loss_last"] < m1["train_loss_first"], m1
     m = json.loads((repo / "artifacts/teacher/metrics.json").read_text())
-    assert m["val_loss_after"] < 0.9 * m["val_loss_before"], m
-    assert m["train_loss_last"] < m["train_loss_first"], m
+    assert m["val_loss_before"] == pytest.approx(json.loads((repo / "artifacts/teacher_phase2/metrics.json").read_text())[
+        "val_loss_after"], rel=1e-4)  # phase 3 starts where phase 2 ended
+    assert m["val_loss_after"] < 1.1 * m1["val_loss_after"], (m1, m)
+    assert json.loads((repo / "artifacts/teacher/config.json").read_text())["started_from"] == "previous phase teacher_phase2"
+    assert (repo / "artifacts/teacher/adapter.safetensors").is_file()  # phase 3: LoRA + unfrozen last block
     rows = (repo / "artifacts/teacher/loss.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == m["iterations"] + 1
+    evals = (repo / "artifacts/teacher_phase1/eval.csv").read_text().splitlines()
+    assert len(evals) >= 3 and evals[0] == "step,val_loss,psnr,ssim,bg_psnr"
     check = json.loads((repo / "artifacts/engine/check.json").read_text())
     assert check["passed"] and check["max_abs_diff_sampled_latents"] <= check["tolerance"]
     assert "onnx" in check["built"] and check["tensorrt"]["reason"]
@@ -152,8 +160,21 @@ def test_teacher_loss_falls_and_engine_matches(repo):
     assert set(ev["models"]) >= {"teacher", "student_16", "student_8", "student_4", "student_4_onnx", "template_unedited"}
     for name, mm in ev["models"].items():
         assert np.isfinite(mm["psnr"]) and np.isfinite(mm["bg_psnr"]), name
+    assert {"teacher_phase1", "teacher_phase2"} <= set(ev["models"])
+    assert set(ev["unavailable"]) == {"clip_i", "dino_i", "lpips", "fvd", "musiq"}  # no weights in the sample
+    assert "models/metrics/i3d/rgb_imagenet.pt" in ev["unavailable"]["fvd"]
     html = (repo / "artifacts/eval/report.html").read_text()
     assert html.count("<img") == ev["benchmark_items"]
+    assert "Training checkpoints" in html and html.count(">teacher_phase1<") >= 3  # model row + eval rows
+
+
+def test_dvc_plots_and_exp_show_read_the_training_logs(repo):
+    repo, _ = repo
+    plots = json.loads(run(["dvc", "plots", "show", "--json", "--split"], repo).stdout)["data"]
+    assert "artifacts/teacher/dvclive/plots/metrics/train/loss.tsv" in plots
+    assert any(k.startswith("artifacts/teacher_phase1/dvclive/plots/images/eval/") for k in plots)
+    exp = run(["dvc", "exp", "show", "--json"], repo).stdout
+    assert "artifacts/teacher/dvclive/metrics.json" in exp and "val_loss_after" in exp
 
 
 def _digest(d: Path) -> dict[str, str]:

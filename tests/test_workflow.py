@@ -22,7 +22,11 @@ def test_dvc_yaml_is_generated_from_the_rules():
 def test_dvc_stages_cover_the_milestones_with_the_rules_params():
     config = P.load()
     dvc = build(config)
-    assert list(dvc["stages"]) == ["dataset", "latents", "teacher", "student_16", "student_8", "student_4", "engine", "eval"]
+    assert list(dvc["stages"]) == ["dataset", "latents", "teacher_phase1", "teacher_phase2", "teacher", "student_16",
+                                   "student_8", "student_4", "engine", "eval"]
+    assert dvc["stages"]["teacher"]["deps"][:2] == ["artifacts/latents", "artifacts/teacher_phase2"]  # chained
+    assert "teacher_phases.phase3" in dvc["stages"]["teacher"]["params"]
+    assert "teacher_phases.phase3" not in dvc["stages"]["teacher_phase1"]["params"]
     assert dvc["stages"]["student_4"]["params"] == sorted(RULES["student_4"].params)
     assert "distill.student_4" not in dvc["stages"]["student_8"]["params"]
     for name, st in dvc["stages"].items():
@@ -32,7 +36,8 @@ def test_dvc_stages_cover_the_milestones_with_the_rules_params():
             assert dep.startswith("artifacts/") or (ROOT / dep).exists(), dep
     smk = (ROOT / "Snakefile").read_text() + "".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
     for rule in RULES:
-        assert f'P("{rule}")' in smk or rule.startswith("student_"), rule
+        assert f'P("{rule}")' in smk or rule.startswith(("student_", "teacher")), rule
+    assert "P(_name)" in (ROOT / "rules/teacher.smk").read_text()
 
 
 def test_rule_params_are_the_declared_subtrees():
@@ -40,7 +45,11 @@ def test_rule_params_are_the_declared_subtrees():
     assert rule_params(config, "student_4") == {"distill": {"common": config["distill"]["common"],
                                                             "student_4": config["distill"]["student_4"]}}
     # The latent cache reads what shapes the tensors; the trainers read the tensors.
-    assert rule_params(config, "latents") == {"model": config["model"], "train_data": config["train_data"]}
+    # (and teacher phase 1's model/resolution overrides, which get a cache of their own).
+    phase1 = config["teacher_phases"]["phase1"]
+    assert rule_params(config, "latents") == {"model": config["model"], "train_data": config["train_data"],
+                                              "teacher_phases": {"phase1": {"model": phase1["model"],
+                                                                            "train_data": phase1["train_data"]}}}
     with pytest.raises(P.ParamsError, match="'nope.key'"):
         P.get_key(config, "nope.key")
 

@@ -76,11 +76,11 @@ def init_from_base(dit: PVTTDiT, state: dict[str, torch.Tensor]) -> dict:
         elif name.endswith(NEW_ZERO):
             param.zero_()
             zeroed.append(name)
+        elif name.startswith(GATED) or any(f".{g}" in name for g in GATED):
+            kept.append(name)  # new, or an I2V base's CLIP-width image branch beside a DINOv2 encoder
         elif base is not None:
             raise ValueError(f"model.base: '{name}' is {tuple(base.shape)} in the base, {tuple(param.shape)} here "
                              "(wrong preset?)")
-        elif name.startswith(GATED) or any(f".{g}" in name for g in GATED):
-            kept.append(name)
         else:
             raise ValueError(f"model.base: the base checkpoint has no '{name}' (not a Wan DiT of this preset?)")
     unused = sorted(set(state) - set(own))

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from .codec import Codec, build_codec
 from .dit import PRESETS, PVTTDiT, build_dit, read_config
-from .encoders import build_image_encoder, build_text_encoder
+from .encoders import build_image_encoder, build_text_encoder, image_token_dim
 
 
 @dataclass
@@ -50,7 +50,8 @@ def encoders_for(components: dict) -> Bundle:
 
 def new_bundle(components: dict, seed: int) -> Bundle:
     codec = build_codec(components["codec"])
-    dit = build_dit(components["preset"], codec.channels, seed, components.get("prediction", "velocity"))
+    dit = build_dit(components["preset"], codec.channels, seed, components.get("prediction", "velocity"),
+                    image_token_dim(components["image_encoder"]))
     _, img, txt = _encoders(components, dit.arch["text_dim"])
     return Bundle(dit, codec, img, txt, components)
 

@@ -89,6 +89,9 @@ class PVTTDiT(nn.Module):
             out_dim=latent_channels, text_dim=arch["text_dim"], freq_dim=arch["freq_dim"], eps=arch["eps"],
             patch_size=tuple(arch["patch_size"]), num_heads=arch["num_heads"], num_layers=arch["num_layers"],
             has_image_input=True)
+        image_dim = int(arch.get("image_dim", 1280))
+        if image_dim != 1280:  # another image encoder than CLIP ViT-H (DINOv2): img_emb takes its width
+            self.wan.img_emb = wan_dit.MLP(image_dim, arch["dim"])
         if prediction == "source_residual":
             nn.init.zeros_(self.wan.head.head.weight)
             nn.init.zeros_(self.wan.head.head.bias)
@@ -168,8 +171,11 @@ def read_config(model_dir: str | Path) -> dict:
     return json.loads((Path(model_dir) / "config.json").read_text())
 
 
-def build_dit(preset: str, latent_channels: int, seed: int, prediction: str = "velocity") -> PVTTDiT:
+def build_dit(preset: str, latent_channels: int, seed: int, prediction: str = "velocity",
+              image_dim: int = 1280) -> PVTTDiT:
+    """``image_dim``: width of the reference-image tokens (1280: CLIP ViT-H, Wan I2V's own)."""
     if preset not in PRESETS:
         raise ValueError(f"model.preset: unknown preset '{preset}' (known: {', '.join(PRESETS)})")
     torch.manual_seed(seed)
-    return PVTTDiT(PRESETS[preset], latent_channels, prediction=prediction)
+    arch = dict(PRESETS[preset]) if image_dim == 1280 else {**PRESETS[preset], "image_dim": int(image_dim)}
+    return PVTTDiT(arch, latent_channels, prediction=prediction)

@@ -1,7 +1,10 @@
 """Condition encoders: the caption and the reference product image -> token sequences.
 
-The DiT's image branch (Wan I2V's ``img_emb`` + separate image k/v) expects 257 tokens of
-width 1280, the shape CLIP ViT-H gives. The tiny encoders used by the sample produce the same
+The DiT's image branch (Wan I2V's ``img_emb`` + separate image k/v) takes 257 tokens of width
+1280, the shape CLIP ViT-H gives (``clip_vit_h``, as Wan I2V). DINOv2 (``dinov2``) is the other
+choice: at 224 px with patch 14 it also gives 257 tokens (CLS + 16x16 patches), of its own
+width; the DiT then gets an ``img_emb`` of that input width (``image_dim``), new weights either
+way, gated to zero at step 0 like the rest of the image branch (``pvtt.models.base``). The tiny encoders used by the sample produce the same
 shapes from fixed, seeded random projections (frozen, like the real encoders), so the
 conditioning path is the real one and only the feature extractor differs.
 """
@@ -41,6 +44,8 @@ def reference_to_tensor(rgba: np.ndarray, size: int) -> torch.Tensor:
 class TinyImageEncoder(nn.Module):
     """Frozen random patch features: 16x16 patches of the reference + a mean token -> (257, 1280)."""
 
+    dim = IMAGE_DIM
+
     def __init__(self, size: int = 64, seed: int = 0):
         super().__init__()
         if size % 16:
@@ -63,6 +68,8 @@ class TinyImageEncoder(nn.Module):
 class WanClipImageEncoder(nn.Module):
     """CLIP ViT-H/14 as Wan I2V uses it (DiffSynth's WanImageEncoder), from a local checkpoint."""
 
+    dim = IMAGE_DIM
+
     def __init__(self, path: str):
         super().__init__()
         from diffsynth.core.loader.model import load_model
@@ -74,6 +81,31 @@ class WanClipImageEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image([images[:, :, None]])
+
+
+class Dinov2ImageEncoder(nn.Module):
+    """DINOv2 (transformers' Dinov2Model) from a local directory: its last hidden states,
+    CLS + patch tokens at 224 px (257 tokens for patch 14), as the reference-image tokens."""
+
+    SIZE = 224
+    MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as DINOv2 was trained
+
+    def __init__(self, path: str | None = None, model: nn.Module | None = None):
+        super().__init__()
+        if model is None:
+            from transformers import Dinov2Model
+
+            model = Dinov2Model.from_pretrained(str(require_weights(path, "DINOv2 image encoder")), local_files_only=True)
+        self.model = model.eval().requires_grad_(False)
+        self.dim = int(model.config.hidden_size)
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images, size=(self.SIZE, self.SIZE), mode="bicubic", align_corners=False)
+        x = ((x + 1) / 2 - self.mean) / self.std
+        return self.model(pixel_values=x).last_hidden_state
 
 
 class HashedTextEncoder(nn.Module):
@@ -104,13 +136,25 @@ class HashedTextEncoder(nn.Module):
         return self.table(ids)
 
 
+def image_token_dim(cfg: dict) -> int:
+    """Width of the encoder's tokens, read without loading its weights (the DiT is built first)."""
+    if cfg.get("kind", "tiny") != "dinov2":
+        return IMAGE_DIM
+    from transformers import Dinov2Config
+
+    return int(Dinov2Config.from_pretrained(str(require_weights(cfg.get("path"), "DINOv2 image encoder")),
+                                            local_files_only=True).hidden_size)
+
+
 def build_image_encoder(cfg: dict) -> nn.Module:
     kind = cfg.get("kind", "tiny")
     if kind == "tiny":
         return TinyImageEncoder(int(cfg.get("size", 64)), int(cfg.get("seed", 0)))
     if kind == "clip_vit_h":
         return WanClipImageEncoder(cfg["path"])
-    raise ValueError(f"model image_encoder.kind: unknown encoder '{kind}' (known: tiny, clip_vit_h)")
+    if kind == "dinov2":
+        return Dinov2ImageEncoder(cfg.get("path"))
+    raise ValueError(f"model image_encoder.kind: unknown encoder '{kind}' (known: tiny, clip_vit_h, dinov2)")
 
 
 def build_text_encoder(cfg: dict, text_dim: int) -> nn.Module:

@@ -12,7 +12,9 @@ class MissingWeightsError(FileNotFoundError):
     pass
 
 
-def require_weights(path: str | Path, what: str) -> Path:
+def require_weights(path: str | Path | None, what: str) -> Path:
+    if not path:
+        raise MissingWeightsError(f"{what}: no weights path configured (set the params key's 'path')")
     p = Path(path)
     if not p.exists():
         raise MissingWeightsError(

@@ -59,6 +59,23 @@ def apply_lora(dit: torch.nn.Module, cfg: dict) -> dict:
             "adapter_params": n_lora, "trainable_params": n_train}
 
 
+def unfreeze_last_blocks(dit: torch.nn.Module, n: int) -> list[int]:
+    """Train the last ``n`` DiT blocks in full beside the adapters (the seed's phase 3).
+
+    The blocks' base linears (under peft's ``base_layer``) start to learn too; ``merge_lora``
+    later adds the adapters' deltas onto those trained weights.
+    """
+    blocks = dit.wan.blocks
+    if not 0 < n <= len(blocks):
+        raise ValueError(f"teacher unfreeze: {n} blocks asked, the DiT has {len(blocks)}")
+    chosen = list(range(len(blocks) - n, len(blocks)))
+    for i in chosen:
+        blocks[i].requires_grad_(True)
+    n_train = sum(p.numel() for p in dit.parameters() if p.requires_grad)
+    log.info("unfroze DiT blocks %s: %.3fM trainable params", chosen, n_train / 1e6)
+    return chosen
+
+
 def adapter_state(dit: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The LoRA weights alone, in peft's key layout (what peft's loaders read)."""
     from peft.utils import get_peft_model_state_dict
