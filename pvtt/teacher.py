@@ -13,7 +13,8 @@ It reads the latent cache (``pvtt.latents``), not the videos. Options in ``teach
 (peft adapters, ``pvtt.train.lora``), ``grad_accum`` micro-batches per update, ``precision``
 bf16 autocast, ``gradient_checkpointing`` per DiT block. Multi-process: launched by
 ``torch.distributed.run`` with WORLD_SIZE > 1, the loop is data-parallel as
-``pvtt.train.distributed`` describes; rank 0 validates and writes.
+``pvtt.train.distributed`` describes; rank 0 validates and writes. With ``teacher.deepspeed``
+(a ZeRO config, configs/deepspeed/) DeepSpeed shards the optimiser state (``pvtt.train.zero``).
 
 Phases: the teacher trains in three chained rules (``teacher_phase1`` -> ``teacher_phase2`` ->
 ``teacher``), each with ``teacher`` params overridden by ``teacher_phases.<phase>``
@@ -47,6 +48,7 @@ from .phases import PHASES, phase_params
 from .report import gif_bytes
 from .latents import latent_files, load_latents
 from .train import distributed as ddp
+from .train import zero
 from .train.checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from .train.flow import draw_batch, fixed_loss, flow_matching_loss, warmup_cosine
 from .train.lora import apply_lora, merge_lora, save_adapter, unfreeze_last_blocks
@@ -110,20 +112,29 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
     every = int(tp.get("eval_every", 0))
     evaluator = PeriodicEval(val, bundle.codec, int(tp.get("eval_items", 2)), int(tp.get("eval_steps", 10)), shift,
                              float(tp.get("eval_cfg", 3.0))) if rank == 0 and every else None
+    engine = None  # DeepSpeed ZeRO (teacher.deepspeed), else plain all_reduce data parallelism
+    ds_dir = Path(checkpoint_dir) / "deepspeed" if checkpoint_dir else None
     found = None
-    if ckpt.enabled:
+    if ckpt.enabled and not tp.get("deepspeed"):
         path = ckpt.find() if rank == 0 else None
         found = ddp.broadcast_from_rank0(str(path) if path else None)
     start, rows, evals, media, val_before = 0, [], [], {}, None
-    if not found and rank == 0:
+    if rank == 0:
         val_before = fixed_loss(model, val.target, val.cond, shift)  # validation stays on the CPU
     if device.type != "cpu":
         model.to_device(device)  # before loading the optimiser state, which follows its parameters' device
-    if found:
+    if tp.get("deepspeed"):
+        engine = zero.wrap(model, opt, zero.load_config(tp["deepspeed"], batch, accum, world, bf16))
+        state = zero.resume(engine, ds_dir, fp) if ckpt.enabled else None
+        if state:
+            found = f"{ds_dir} (DeepSpeed)"
+            set_rng_state(state["rng"], {"batch": g})
+    elif found:
         state = Checkpointer.load(found)  # on the CPU: RNG states must be CPU tensors
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], {"batch": g})
+    if found:
         start, rows, val_before = int(state["step"]), [tuple(r) for r in state["rows"]], state["val_before"]
         evals, media = list(state.get("evals", [])), dict(state.get("media", {}))
         log.info("teacher: resuming from step %d of %d (checkpoint %s)", start, iters, found)
@@ -146,15 +157,23 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
                 x0, sigma, noise, cond = x0[mine], sigma[mine], noise[mine], cond.select(mine)
             if device.type != "cpu":
                 x0, sigma, noise, cond = x0.to(device), sigma.to(device), noise.to(device), cond.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and engine is None):
                 micro = flow_matching_loss(model, x0, cond, sigma, noise)
-            micro = micro.float() * ((mine.stop - mine.start) / batch / accum)
-            micro.backward()
-            loss = loss + micro.detach()
-        ddp.allreduce_grads(trainable)
+            share = micro.float() * ((mine.stop - mine.start) / batch / accum)
+            if engine is not None:  # scales by 1/accum, averages over ranks, updates at the boundary
+                engine.backward(micro.float())
+                engine.step()
+            else:
+                share.backward()
+            loss = loss + share.detach()
         loss = ddp.allreduce_sum(loss)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        if engine is not None:
+            gnorm = engine.get_global_grad_norm()  # clipped to 1.0 by the config's gradient_clipping
+            gnorm = float("nan") if gnorm is None else gnorm
+        else:
+            ddp.allreduce_grads(trainable)
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
         rows.append((step, loss.item(), opt.param_groups[0]["lr"], float(gnorm)))
         if live is not None:
             now = time.time()
@@ -171,45 +190,49 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
             if live is not None:
                 live.log(step, {f"eval/{k}": v for k, v in row.items() if k != "step"})
         if ckpt.due(step + 1, iters):
-            ckpt.save(step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                 "rng": rng_state({"batch": g}), "rows": rows, "val_before": val_before,
-                                 "evals": evals, "media": media})
+            loop_state = {"rng": rng_state({"batch": g}), "rows": rows, "val_before": val_before, "evals": evals,
+                          "media": media, "step": step + 1}
+            if engine is not None:
+                zero.save(engine, ds_dir, step + 1, {**loop_state, "fp": fp})
+            else:
+                ckpt.save(step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(), **loop_state})
     seconds = time.time() - t0
     if live is not None:
         live.close()
     ddp.barrier()
-    metrics = None
-    if rank == 0:
-        if device.type != "cpu":
-            model.to_device(torch.device("cpu"))
-        val_after = fixed_loss(model, val.target, val.cond, shift)
-        k = max(1, iters // 10)
-        metrics = {
-            "iterations": iters, "batch_size": batch, "params_millions": round(n_params / 1e6, 3),
-            "train_loss_first": round(sum(r[1] for r in rows[:k]) / k, 6),
-            "train_loss_last": round(sum(r[1] for r in rows[-k:]) / k, 6),
-            "val_loss_before": round(val_before, 6), "val_loss_after": round(val_after, 6),
-            "train_triplets": len(train), "val_triplets": len(val),
-        }
-        if evals:
-            metrics.update({f"eval_{k}": round(v, 6) for k, v in evals[-1].items() if k != "step"})
-        # Throughput goes to the log, not the artifact: artifacts must be byte-reproducible.
-        log.info("teacher: val loss %.4f -> %.4f; %.2f samples/s (%d process%s)", val_before, val_after,
-                 (iters - start) * batch * accum / max(seconds, 1e-9), world, "es" if world > 1 else "")
-        with atomic_path(out_dir, directory=True) as tmp:
-            if lora:  # the adapters alone, then the merged plain DiT that students and the engine load
-                save_adapter(model, tmp, lora)
-                merge_lora(model)
-            model.save(tmp, extra={"components": components, "kind": "teacher", "shift": shift, "phase": phase,
-                                   "started_from": started_from})
-            write_csv(tmp / "loss.csv", ["step", "loss", "lr", "grad_norm"],
-                      ([r[0], f"{r[1]:.6f}", f"{r[2]:.6e}", f"{r[3]:.6f}"] for r in rows))
-            write_csv(tmp / "eval.csv", list(EVAL_COLUMNS),
-                      ([e["step"]] + [f"{e[c]:.6f}" for c in EVAL_COLUMNS[1:]] for e in evals))
-            _write_dvclive(tmp, rows, evals, media, metrics)
-            write_json(tmp / "metrics.json", metrics)
-            write_manifest(tmp, "teacher", params, inputs, {"train_triplets": len(train)},
-                           extra={"metrics": metrics, "phase": phase, "started_from": started_from})
+    with zero.gathered(engine, model):  # ZeRO-3: every rank holds the whole weights inside
+        metrics = None
+        if rank == 0:
+            if device.type != "cpu":
+                model.to_device(torch.device("cpu"))
+            val_after = fixed_loss(model, val.target, val.cond, shift)
+            k = max(1, iters // 10)
+            metrics = {
+                "iterations": iters, "batch_size": batch, "params_millions": round(n_params / 1e6, 3),
+                "train_loss_first": round(sum(r[1] for r in rows[:k]) / k, 6),
+                "train_loss_last": round(sum(r[1] for r in rows[-k:]) / k, 6),
+                "val_loss_before": round(val_before, 6), "val_loss_after": round(val_after, 6),
+                "train_triplets": len(train), "val_triplets": len(val),
+            }
+            if evals:
+                metrics.update({f"eval_{k}": round(v, 6) for k, v in evals[-1].items() if k != "step"})
+            # Throughput goes to the log, not the artifact: artifacts must be byte-reproducible.
+            log.info("teacher: val loss %.4f -> %.4f; %.2f samples/s (%d process%s)", val_before, val_after,
+                     (iters - start) * batch * accum / max(seconds, 1e-9), world, "es" if world > 1 else "")
+            with atomic_path(out_dir, directory=True) as tmp:
+                if lora:  # the adapters alone, then the merged plain DiT that students and the engine load
+                    save_adapter(model, tmp, lora)
+                    merge_lora(model)
+                model.save(tmp, extra={"components": components, "kind": "teacher", "shift": shift, "phase": phase,
+                                       "started_from": started_from})
+                write_csv(tmp / "loss.csv", ["step", "loss", "lr", "grad_norm"],
+                          ([r[0], f"{r[1]:.6f}", f"{r[2]:.6e}", f"{r[3]:.6f}"] for r in rows))
+                write_csv(tmp / "eval.csv", list(EVAL_COLUMNS),
+                          ([e["step"]] + [f"{e[c]:.6f}" for c in EVAL_COLUMNS[1:]] for e in evals))
+                _write_dvclive(tmp, rows, evals, media, metrics)
+                write_json(tmp / "metrics.json", metrics)
+                write_manifest(tmp, "teacher", params, inputs, {"train_triplets": len(train)},
+                               extra={"metrics": metrics, "phase": phase, "started_from": started_from})
     ddp.barrier()
     return metrics
 

@@ -30,7 +30,7 @@ MODEL_CODE = ["pvtt/models/__init__.py", "pvtt/models/base.py", "pvtt/models/bun
 TRAIN_CODE = MODEL_CODE + ["pvtt/latents.py", "pvtt/phases.py", "pvtt/train/checkpoint.py",
                            "pvtt/train/distributed.py"]
 TEACHER_CODE = TRAIN_CODE + ["pvtt/teacher.py", "pvtt/train/lora.py", "pvtt/train/periodic_eval.py",
-                             "pvtt/train/tracking.py", "pvtt/report.py", "pvtt/metrics.py"]
+                             "pvtt/train/tracking.py", "pvtt/train/zero.py", "pvtt/report.py", "pvtt/metrics.py"]
 # The teacher's chained phases: (phase, rule). Phase 3's rule is `teacher`, what the students distil.
 TEACHER_PHASES = (("phase1", "teacher_phase1"), ("phase2", "teacher_phase2"), ("phase3", "teacher"))
 

@@ -277,8 +277,9 @@ def _torchrun_two(tmp_path: Path, script: str, params: dict, *args: str) -> str:
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-4000:]
     assert "(2 processes)" in log
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"model.safetensors", "config.json", "loss.csv",
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"model.safetensors", "config.json", "loss.csv",
                                                               "metrics.json", "manifest.json"}
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
     return log
 
 

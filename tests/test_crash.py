@@ -32,7 +32,9 @@ pytestmark = pytest.mark.e2e
 
 # Small where it does not weaken the point: the teacher still passes checkpoints mid-run, and
 # student_16 only has to hold the lock while a second driver tries.
-OVERLAY = {"teacher": {"iterations": 30, "checkpoint_every": 10}, "distill": {"student_16": {"iterations": 4}}}
+OVERLAY = {"teacher": {"checkpoint_every": 10},
+           "teacher_phases": {"phase1": {"iterations": 10}, "phase2": {"iterations": 10}, "phase3": {"iterations": 30}},
+           "distill": {"student_16": {"iterations": 4}}}
 NOT_ARTIFACTS = ("work/logs", "work/benchmarks", "work/checkpoints")
 
 
@@ -176,7 +178,7 @@ def killed_teacher(repo, killed_data):
     teacher_log_killed = (repo / "work/logs/teacher.log").read_text()
     exists_after_kill = (repo / "artifacts/teacher").exists()
     res = run(["snakemake", "--cores", "2", "artifacts/teacher"], repo, timeout=900)
-    run(["dvc", "commit", "-f", "latents", "teacher"], repo)
+    run(["dvc", "commit", "-f", "latents", "teacher_phase1", "teacher_phase2", "teacher"], repo)
     return {"rc": rc, "killed_log": killed_log, "steps_before": steps_before, "log_killed": teacher_log_killed,
             "exists_after_kill": exists_after_kill, "rerun": res.stdout + res.stderr,
             "log_resumed": (repo / "work/logs/teacher.log").read_text()}
@@ -193,19 +195,23 @@ def test_killed_teacher_resumes_to_identical_weights(repo, killed_teacher, tmp_p
     assert "resuming from step " in log, log[-3000:]
     step = int(log.split("resuming from step ")[1].split()[0])
     assert step in (10, 20), step
-    # An uninterrupted run with the same params, data and threads, without torchrun or checkpoints.
+    # An uninterrupted run with the same params (phase 3's, as its manifest records them), data,
+    # starting point (phase 2) and threads, without torchrun or checkpoints.
     art = repo / "artifacts/teacher"
     params = json.loads((art / "manifest.json").read_text())["params"]
+    assert params["phase"] == "phase3" and params["teacher"]["iterations"] == 30
     ref = tmp_path / "ref"
     run([sys.executable, "scripts/teacher.py", "--params", json.dumps(params), "--latents", "artifacts/latents",
-         "--out", str(ref), "--threads", "2"], repo, timeout=900)
+         "--init", "artifacts/teacher_phase2", "--out", str(ref), "--threads", "2"], repo, timeout=900)
     assert (art / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
     a, b = load_file(str(art / "model.safetensors")), load_file(str(ref / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
-    for f in ("loss.csv", "metrics.json", "manifest.json", "config.json"):
+    for f in ("loss.csv", "eval.csv", "metrics.json", "manifest.json", "config.json", "adapter.safetensors",
+              "dvclive/metrics.json", "dvclive/plots/metrics/train/loss.tsv"):
         assert (art / f).read_bytes() == (ref / f).read_bytes(), f
     assert len((art / "loss.csv").read_text().splitlines()) == 31
-    assert dvc_changed_stages(run(["dvc", "status", "dataset", "latents", "teacher"], repo).stdout) == []
+    assert dvc_changed_stages(run(["dvc", "status", "dataset", "latents", "teacher_phase1", "teacher_phase2", "teacher"],
+                                  repo).stdout) == []
 
 
 def test_second_driver_refuses_and_nothing_is_corrupted(repo, killed_teacher):

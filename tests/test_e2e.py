@@ -7,6 +7,7 @@ drivers agree, and that a params change rebuilds only what lies downstream.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from pvtt.metrics import iou
 
 pytestmark = pytest.mark.e2e
 
-MILESTONES = ["dataset", "latents", "teacher", "student_16", "student_8", "student_4", "engine", "eval"]
+MILESTONES = ["dataset", "latents", "teacher_phase1", "teacher_phase2", "teacher", "student_16", "student_8", "student_4",
+              "engine", "eval"]
 
 
 def _bad_inputs(root: Path) -> Path:
@@ -136,6 +138,14 @@ def test_dataset_has_triplets_and_deterministic_split(repo):
             splits.setdefault(shard.name.split("-")[0], set()).add(s["meta"]["video"])
     assert set(splits) == {"train", "val", "benchmark"}
     assert not (splits["train"] & splits["benchmark"]) and not (splits["train"] & splits["val"])
+    # What the trainers read (the latent cache) holds no benchmark triplet.
+    from safetensors import safe_open
+
+    bench = {s["key"] for shard in (repo / "artifacts/dataset/shards").glob("benchmark-*.tar") for s in iter_samples(shard)}
+    for split in ("train", "val"):
+        with safe_open(str(repo / f"artifacts/latents/{split}.safetensors"), "pt") as f:
+            keys = set(json.loads(f.metadata()["keys"]))
+        assert keys and not keys & bench, split
 
 
 def test_teacher_phases_chain_loss_falls_and_engine_matches(repo):
@@ -181,8 +191,10 @@ def _digest(d: Path) -> dict[str, str]:
     import hashlib
 
     # .snakemake_timestamp: the marker Snakemake adds to directory outputs it restores from its cache.
-    return {str(f.relative_to(d)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.rglob("*"))
-            if f.is_file() and f.name != ".snakemake_timestamp"}
+    # A restored directory output holds symlinks into the cache, subdirectories (dvclive/) included.
+    files = [Path(root) / n for root, _, names in os.walk(d, followlinks=True) for n in names]
+    return {str(f.relative_to(d)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(files)
+            if f.name != ".snakemake_timestamp"}
 
 
 def _clone_and_pull(repo: Path, dest: Path) -> Path:
@@ -213,15 +225,16 @@ def test_release_push_and_pull_on_a_fresh_clone(repo, tmp_path_factory):
 
 
 def test_output_cache_reuses_latents_teacher_and_student_in_a_second_clone(repo, tmp_path_factory):
-    """The expensive rules (latent cache, teacher, students) come from Snakemake's between-workflow
+    """The expensive rules (latent cache, the teacher's three phases, students) come from Snakemake's between-workflow
     cache in a second clone with the same inputs, params and code: nothing is recomputed there."""
     repo, _ = repo
     base = tmp_path_factory.mktemp("cache")
     cache = base / "snakemake-cache"
     cache.mkdir()
     env_cache = {"SNAKEMAKE_OUTPUT_CACHE": str(cache)}
-    cached = ["latents", "teacher", "student_16"]
-    marks = {"latents": "latents: train:", "teacher": "teacher step", "student_16": "student_16 iter"}
+    cached = ["latents", "teacher_phase1", "teacher_phase2", "teacher", "student_16"]
+    marks = {"latents": "latents: train:", "teacher_phase1": "teacher step", "teacher_phase2": "teacher step",
+             "teacher": "teacher step", "student_16": "student_16 iter"}
     first = _clone_and_pull(repo, base / "first")
     run(["rm", "-rf", *(f"artifacts/{m}" for m in cached)], first)
     res = run(["snakemake", "--cores", "2", "--cache", "--", "artifacts/student_16"], first, extra_env=env_cache)
