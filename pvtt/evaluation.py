@@ -132,9 +132,8 @@ def training_table(model_dirs: dict[str, Path]) -> tuple[str, list[str], list[li
     """Every teacher phase's in-training evaluations (eval.csv), one row per checkpoint."""
     rows = []
     for name in ("teacher_phase1", "teacher_phase2", "teacher"):
-        path = model_dirs.get(name, Path("/nonexistent")) / "eval.csv"
-        if path.is_file():
-            with open(path, newline="") as f:
+        if name in model_dirs and (model_dirs[name] / "eval.csv").is_file():
+            with open(model_dirs[name] / "eval.csv", newline="") as f:
                 rows += [[name, int(r["step"])] + [float(r[c]) for c in EVAL_COLUMNS[1:]] for r in csv.DictReader(f)]
     return ("Training checkpoints (first val triplets, during training)", ["phase", *EVAL_COLUMNS], rows)
 

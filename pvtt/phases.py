@@ -19,21 +19,19 @@ def phase_params(params: dict, phase: str) -> dict:
     if phase not in PHASES:
         raise ValueError(f"teacher phase '{phase}' is not one of {', '.join(PHASES)}")
     over = dict((params.get("teacher_phases") or {}).get(phase) or {})
-    model, td = dict(params["model"]), dict(params["train_data"])
+    model, td = dict(params.get("model", {})), dict(params["train_data"])
     for key, base in (("model", model), ("train_data", td)):
         value = over.pop(key, None)
         if value and phase != "phase1":
             raise ValueError(f"teacher_phases.{phase}.{key}: only phase1 may train another model or resolution "
                              "(phases 2 and 3 train the model the students distil)")
         base.update(value or {})
-    return {**params, "model": model, "train_data": td, "teacher": {**params["teacher"], **over}, "phase": phase}
+    return {**params, "model": model, "train_data": td, "teacher": {**params.get("teacher", {}), **over},
+            "phase": phase}
 
 
 def phase1_spec(params: dict) -> tuple[dict, dict] | None:
     """(model, train_data) of teacher phase 1 when they differ from the top-level ones, else None."""
-    over = (params.get("teacher_phases") or {}).get("phase1") or {}
-    model = {**params.get("model", {}), **(over.get("model") or {})}
-    td = {**params["train_data"], **(over.get("train_data") or {})}
-    return None if (model, td) == (params.get("model", {}), params["train_data"]) else (model, td)
-
-
+    p = phase_params(params, "phase1")
+    return None if (p["model"], p["train_data"]) == (params.get("model", {}), params["train_data"]) else (
+        p["model"], p["train_data"])

@@ -8,12 +8,11 @@ from __future__ import annotations
 import html
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .io.atomic import atomic_path, write_text
+from .io.atomic import write_bytes, write_text
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
@@ -62,8 +61,7 @@ def gif_bytes(frames: list[np.ndarray], fps: float = 8.0) -> bytes:
 
 
 def write_gif(path: str | os.PathLike, frames: list[np.ndarray], fps: float = 8.0) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(gif_bytes(frames, fps))
+    write_bytes(path, gif_bytes(frames, fps))
 
 
 def _fmt(v) -> str:

@@ -119,7 +119,7 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
         path = ckpt.find() if rank == 0 else None
         found = ddp.broadcast_from_rank0(str(path) if path else None)
     start, rows, evals, media, val_before = 0, [], [], {}, None
-    if rank == 0:
+    if rank == 0 and not found:  # (a DeepSpeed resume overwrites it: its checkpoint is read after wrapping)
         val_before = fixed_loss(model, val.target, val.cond, shift)  # validation stays on the CPU
     if device.type != "cpu":
         model.to_device(device)  # before loading the optimiser state, which follows its parameters' device
@@ -185,10 +185,12 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
         if evaluator is not None and ((step + 1) % every == 0 or step == iters - 1):
             row, frames = evaluator(model, step + 1)
             evals.append(row)
-            media[f"eval/sample_step{step + 1:06d}.gif"] = gif_bytes(frames)
+            name = f"eval/sample_step{step + 1:06d}.gif"
+            media[name] = gif_bytes(frames)
             log.info("teacher eval at step %d: %s", step + 1, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "step"))
             if live is not None:
                 live.log(step, {f"eval/{k}": v for k, v in row.items() if k != "step"})
+                live.image(step, name, media[name])
         if ckpt.due(step + 1, iters):
             loop_state = {"rng": rng_state({"batch": g}), "rows": rows, "val_before": val_before, "evals": evals,
                           "media": media, "step": step + 1}
@@ -215,7 +217,7 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
                 "train_triplets": len(train), "val_triplets": len(val),
             }
             if evals:
-                metrics.update({f"eval_{k}": round(v, 6) for k, v in evals[-1].items() if k != "step"})
+                metrics.update({f"eval_{c}": round(v, 6) for c, v in evals[-1].items() if c != "step"})
             # Throughput goes to the log, not the artifact: artifacts must be byte-reproducible.
             log.info("teacher: val loss %.4f -> %.4f; %.2f samples/s (%d process%s)", val_before, val_after,
                      (iters - start) * batch * accum / max(seconds, 1e-9), world, "es" if world > 1 else "")
@@ -243,17 +245,7 @@ def _write_dvclive(out: Path, rows: list, evals: list[dict], media: dict[str, by
               "train/grad_norm": [(r[0], r[3]) for r in rows]}
     for c in EVAL_COLUMNS[1:]:
         series[f"eval/{c}"] = [(e["step"], e[c]) for e in evals]
-    staged = out / ".media"
-    staged.mkdir()
-    images = {}
-    for name, data in media.items():
-        path = staged / name.replace("/", "_")
-        path.write_bytes(data)
-        images[name] = path
-    write_history(out / "dvclive", series, images, {k: v for k, v in metrics.items() if isinstance(v, float)})
-    for p in images.values():
-        p.unlink()
-    staged.rmdir()
+    write_history(out / "dvclive", series, media, {k: v for k, v in metrics.items() if isinstance(v, float)})
 
 
 def main(argv=None) -> None:

@@ -132,6 +132,11 @@ def test_dvclive_logs_are_what_dvc_plots_and_metrics_read(lat, tmp_path):
     assert loss_rows[0] == "step\tloss" and len(loss_rows) == 1 + 12
     assert sorted(p.name for p in (out / "dvclive/plots/images/eval").iterdir()) == [
         "sample_step000006.gif", "sample_step000012.gif"]
+    from PIL import Image
+
+    # Animations with every frame of the clip (not a still of the first), in the artifact and the live log.
+    for gif in (out / "dvclive/plots/images/eval/sample_step000012.gif", live / "plots/images/eval/sample_step000012.gif"):
+        assert Image.open(gif).n_frames == TD["frames"], gif
     # Real DVC over a dvc.yaml shaped as pvtt.dvcgen writes it.
     (repo / "dvc.yaml").write_text(
         "metrics:\n- artifacts/teacher/dvclive/metrics.json\n"

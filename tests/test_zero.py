@@ -20,22 +20,21 @@ from test_checkpoint import ROOT, _env, make_tiny_latents, teacher_params
 ZERO2 = str(ROOT / "configs/deepspeed/zero2.json")
 
 
-def _launch(tmp_path, params: dict, nproc: int, name: str, ck=None):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           str(ROOT / "scripts/teacher.py"), "--params", json.dumps(params), "--latents", str(tmp_path.parent / "lat"),
-           "--out", str(tmp_path / name), "--threads", "2"] + (["--checkpoint-dir", str(ck)] if ck else [])
-    return cmd
+def _launch(work, params: dict, nproc: int, name: str, ck=None):
+    """The teacher under torchrun, as rules/teacher.smk starts it, on work/lat; output work/<name>."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            str(ROOT / "scripts/teacher.py"), "--params", json.dumps(params), "--latents", str(work / "lat"),
+            "--out", str(work / name), "--threads", "2"] + (["--checkpoint-dir", str(ck)] if ck else [])
 
 
 @pytest.fixture
-def lat_link(tmp_path):
-    """tmp/lat: the tiny latent cache; tmp/w: where the runs write."""
+def work(tmp_path):
+    """tmp_path with the tiny latent cache in lat/; the runs write beside it."""
     import torch
 
     torch.set_num_threads(1)
     make_tiny_latents(tmp_path / "src").rename(tmp_path / "lat")
-    (tmp_path / "w").mkdir()
-    return tmp_path / "w", None
+    return tmp_path
 
 
 def _weights_close(a, b, tol):
@@ -44,14 +43,13 @@ def _weights_close(a, b, tol):
 
 
 @pytest.mark.e2e
-def test_zero2_two_ranks_follow_the_plain_loop(lat_link):
+def test_zero2_two_ranks_follow_the_plain_loop(work):
     """2 ranks, ZeRO-2 (optimiser state sharded), 2 accumulation steps: the same training as the
     one-process loop (same global batch), up to float summation order."""
-    work, _ = lat_link
     from pvtt.teacher import train_teacher
 
     params = teacher_params(grad_accum=2, eval_every=0, checkpoint_every=0)
-    train_teacher(work.parent / "lat", work / "plain", params)
+    train_teacher(work / "lat", work / "plain", params)
     res = subprocess.run(_launch(work, {**params, "teacher": {**params["teacher"], "deepspeed": ZERO2}}, 2, "zero2"),
                          capture_output=True, text=True, env=_env(), timeout=900)
     log = res.stdout + res.stderr
@@ -64,8 +62,7 @@ def test_zero2_two_ranks_follow_the_plain_loop(lat_link):
 
 
 @pytest.mark.e2e
-def test_zero2_killed_run_resumes_from_its_deepspeed_checkpoint(lat_link):
-    work, _ = lat_link
+def test_zero2_killed_run_resumes_from_its_deepspeed_checkpoint(work):
     params = teacher_params(iterations=16, checkpoint_every=2, eval_every=0)
     params["teacher"]["deepspeed"] = ZERO2
     ck = work / "ck"

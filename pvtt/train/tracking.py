@@ -51,9 +51,8 @@ class LiveLog:
         if self.wandb is not None:
             self.wandb.log(dict(values), step=step)
 
-    def image(self, step: int, name: str, path: Path) -> None:
-        self.live.step = step
-        self.live.log_image(name, str(path))
+    def image(self, step: int, name: str, gif: bytes) -> None:
+        path = _write_image(self.live, name, gif)
         if self.wandb is not None:
             import wandb
 
@@ -65,8 +64,19 @@ class LiveLog:
             self.wandb.finish()
 
 
+def _write_image(live, name: str, gif: bytes) -> Path:
+    """An animation where DVCLive keeps images (``plots/images/<name>``), byte for byte.
+
+    Not ``Live.log_image``: it re-saves a file through PIL, which keeps only a GIF's first frame.
+    """
+    path = Path(live.plots_dir) / "images" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gif)
+    return path
+
+
 def write_history(directory: Path, series: dict[str, list[tuple[int, float]]],
-                  images: dict[str, Path] | None = None, summary: dict[str, float] | None = None) -> None:
+                  images: dict[str, bytes] | None = None, summary: dict[str, float] | None = None) -> None:
     """Replay ``series`` (metric name -> [(step, value)]) into a fresh DVCLive directory.
 
     Written in step order with no timestamps, so equal rows give equal bytes.
@@ -79,8 +89,8 @@ def write_history(directory: Path, series: dict[str, list[tuple[int, float]]],
         for name in sorted(by_step):
             if s in by_step[name]:
                 live.log_metric(name, float(by_step[name][s]))
-    for name, path in sorted((images or {}).items()):
-        live.log_image(name, str(path))
+    for name, gif in sorted((images or {}).items()):
+        _write_image(live, name, gif)
     for k, v in sorted((summary or {}).items()):
         live.summary[k] = v
     live.make_summary()
