@@ -30,7 +30,8 @@ from .models.bundle import load_bundle
 from .models.dit import PVTTDiT, read_config
 from .models.sampler import sample
 from .quality import load_metrics
-from .report import on_white, render, side_by_side, to_uint8, write_gif
+from .media import on_white, side_by_side, to_uint8, write_gif
+from .report import render
 from .train.data import encode, load_split
 from .train.periodic_eval import COLUMNS as EVAL_COLUMNS
 

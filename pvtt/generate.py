@@ -113,7 +113,7 @@ def generate(template: Path, product: Path, model_dir: Path, out: Path, params: 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_video(out, edited, fps)
     if side_by_side:
-        from .report import on_white, side_by_side as strip
+        from .media import on_white, side_by_side as strip
 
         tiles = strip([("template", frames), ("product", on_white(rgba)), ("edit", edited)])
         write_video(out.with_name(out.stem + "_side_by_side.mp4"), np.stack(tiles), fps)

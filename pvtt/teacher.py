@@ -45,7 +45,7 @@ from .models.base import init_from_base, load_base_state
 from .models.bundle import components_from_params, new_bundle
 from .models.dit import read_config
 from .phases import PHASES, phase_params
-from .report import gif_bytes
+from .media import gif_bytes
 from .latents import latent_files, load_latents
 from .train import distributed as ddp
 from .train import zero

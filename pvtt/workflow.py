@@ -30,7 +30,7 @@ MODEL_CODE = ["pvtt/models/__init__.py", "pvtt/models/base.py", "pvtt/models/bun
 TRAIN_CODE = MODEL_CODE + ["pvtt/latents.py", "pvtt/phases.py", "pvtt/train/checkpoint.py",
                            "pvtt/train/distributed.py"]
 TEACHER_CODE = TRAIN_CODE + ["pvtt/teacher.py", "pvtt/train/lora.py", "pvtt/train/periodic_eval.py",
-                             "pvtt/train/tracking.py", "pvtt/train/zero.py", "pvtt/report.py", "pvtt/metrics.py"]
+                             "pvtt/train/tracking.py", "pvtt/train/zero.py", "pvtt/media.py", "pvtt/metrics.py"]
 # The teacher's chained phases: (phase, rule). Phase 3's rule is `teacher`, what the students distil.
 TEACHER_PHASES = (("phase1", "teacher_phase1"), ("phase2", "teacher_phase2"), ("phase3", "teacher"))
 
@@ -74,9 +74,9 @@ RULES: dict[str, Rule] = {
     "student_4": _r(["distill.common", "distill.student_4"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
     "hpo": _r(["model", "train_data", "teacher", "hpo"], TEACHER_CODE + ["pvtt/hpo.py"], "hpo", "hpo"),
     "engine": _r(["train_data", "engine"], MODEL_CODE + ["pvtt/engine.py"], "engine", "engine"),
-    "eval": _r(["train_data", "eval"], MODEL_CODE + ["pvtt/evaluation.py", "pvtt/report.py", "pvtt/metrics.py", "pvtt/engine.py",
-                                             "pvtt/train/periodic_eval.py", "pvtt/quality.py", "pvtt/models/i3d.py"],
-                  "eval", "eval"),
+    "eval": _r(["train_data", "eval"], MODEL_CODE + ["pvtt/evaluation.py", "pvtt/report.py", "pvtt/media.py",
+                                             "pvtt/metrics.py", "pvtt/engine.py", "pvtt/train/periodic_eval.py",
+                                             "pvtt/quality.py", "pvtt/models/i3d.py"], "eval", "eval"),
 }
 
 DATASET_RULES = ["sample", "ingest", "shots", "clips", "products", "index", "masks", "maskqc", "backgrounds",

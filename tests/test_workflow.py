@@ -27,6 +27,8 @@ def test_dvc_stages_cover_the_milestones_with_the_rules_params():
     assert dvc["stages"]["teacher"]["deps"][:2] == ["artifacts/latents", "artifacts/teacher_phase2"]  # chained
     assert "teacher_phases.phase3" in dvc["stages"]["teacher"]["params"]
     assert "teacher_phases.phase3" not in dvc["stages"]["teacher_phase1"]["params"]
+    # The report's HTML is eval's alone: a change to the page must not retrain the teacher.
+    assert "pvtt/report.py" not in dvc["stages"]["teacher"]["deps"] and "pvtt/media.py" in dvc["stages"]["teacher"]["deps"]
     assert dvc["stages"]["student_4"]["params"] == sorted(RULES["student_4"].params)
     assert "distill.student_4" not in dvc["stages"]["student_8"]["params"]
     for name, st in dvc["stages"].items():

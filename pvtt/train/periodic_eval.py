@@ -19,7 +19,7 @@ import torch
 
 from .. import metrics as M
 from ..models.sampler import sample
-from ..report import side_by_side, to_uint8
+from ..media import side_by_side, to_uint8
 from .flow import fixed_loss
 
 COLUMNS = ("step", "val_loss", "psnr", "ssim", "bg_psnr")
