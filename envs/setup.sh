@@ -18,7 +18,8 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] >= (3, 11), f"Python >= 3.11 needed, found {sys.version}"'
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 echo "setup: installing pinned Python packages into .venv (torch $(grep '^torch==' envs/constraints.txt | cut -d= -f3))"
-.venv/bin/pip install -q --disable-pip-version-check -r envs/requirements.txt -c envs/constraints.txt
+# sam2 ships as an sdist: SAM2_BUILD_CUDA=0 skips its optional CUDA post-processing kernel.
+SAM2_BUILD_CUDA=0 .venv/bin/pip install -q --disable-pip-version-check -r envs/requirements.txt -c envs/constraints.txt
 # pyiqa (MUSIQ) without its ~700 MB of dependencies (bitsandbytes, datasets, ...): the MUSIQ
 # architecture needs only what the line above installs.
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -r envs/requirements-nodeps.txt -c envs/constraints.txt

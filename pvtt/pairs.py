@@ -1,9 +1,15 @@
 """Pairs: kept clips x other products' views -> candidate edit pairs, assigned to shards.
 
 A candidate is (kept clip, view of a product other than the clip's own). It passes the
-rationality filter when the new product's category may replace the clip's category
-(``pairs.compatible``) and the view's aspect ratio is within ``pairs.max_aspect_change``
-of the original product's median bbox aspect in the clip. Per clip at most
+rationality filter, checked in this order and counted per first failing reason, when
+
+* ``incompatible_category``: the new product's category may replace the clip's category
+  (``pairs.compatible``);
+* ``view``: the reference view is one a template may show (``pairs.allowed_views``; null
+  allows every view; e.g. leave out ``back`` / ``top`` shots of a catalogue);
+* ``aspect_change``: the view's aspect ratio is within ``pairs.max_aspect_change`` of the
+  original product's median bbox aspect in the clip (a tall bottle does not replace a
+  flat box). Per clip at most
 ``pairs.products_per_clip`` products are kept, ranked by sha256(seed, clip, product), each
 with one view ranked the same way, so adding a product never reshuffles the others.
 
@@ -40,7 +46,7 @@ log = logging.getLogger(__name__)
 STAGE = "pairs"
 PAIR_FIELDS = ("id", "clip", "video", "shot", "product", "view", "source_product", "category_from",
                "category_to", "clip_path", "mask_path", "background_path", "reference_path", "caption")
-FILTER_REASONS = ("incompatible_category", "aspect_change")
+FILTER_REASONS = ("incompatible_category", "view", "aspect_change")
 
 
 # ----------------------------------------------------------------------------- params
@@ -75,6 +81,11 @@ def validate_pairs_params(pairs_params: Any) -> dict:
             raise ValueError(f"params key 'pairs.compatible.{cat}' must be a list of category names, got {targets!r}")
         norm[str(cat)] = sorted(set(targets))
     out["compatible"] = norm
+    views = p.get("allowed_views")
+    if views is not None and (not isinstance(views, list) or not views
+                              or not all(isinstance(v, str) and v for v in views)):
+        raise ValueError(f"params key 'pairs.allowed_views' must be null (every view) or a non-empty list of view names, got {views!r}")
+    out["allowed_views"] = None if views is None else sorted(set(views))
     return out
 
 
@@ -264,6 +275,9 @@ def build_pairs(work: str | Path, videos: list[str], params: dict, n_shards: int
                     n_candidates += 1
                     if cat_to not in allowed:
                         counts["incompatible_category"] += 1
+                        continue
+                    if pp["allowed_views"] is not None and str(v["view"]) not in pp["allowed_views"]:
+                        counts["view"] += 1
                         continue
                     ratio = v["aspect"] / aspect_from
                     if max(ratio, 1.0 / ratio) > pp["max_aspect_change"]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -60,8 +61,9 @@ def test_ground_truth_masks_are_kept(work):
     assert c["kept"] is True and c["reasons"] == []
     assert c["temporal_iou_mean"] >= 0.93 and c["temporal_iou_min"] >= 0.85
     assert c["empty_frac"] == 0 and c["border_frac"] == 0 and c["area_jump_max"] < 0.1
+    assert c["edge_contrast"] > 2.0 and c["extra_blob_frac"] == 0
     assert set(c) == {"kept", "temporal_iou_mean", "temporal_iou_min", "empty_frac", "border_frac",
-                      "area_jump_max", "reasons"}
+                      "area_jump_max", "edge_contrast", "extra_blob_frac", "reasons"}
 
 
 def test_broken_masks_are_rejected_with_the_failed_check(work):
@@ -110,6 +112,29 @@ def test_metrics_on_small_cases():
     assert Q.temporal_ious(frames, np.stack([m, m, m])) == [1.0, 1.0]
 
 
+def test_edge_quality_and_false_detections(work):
+    """An eroded mask (boundary inside the product) fails the edge check; a second object in
+    every frame fails the false-detection check; ground truth passes both."""
+    _, _, truth, _ = work
+    frames, gt, _ = truth["c003"]
+    cfg = Q.validate_params({})
+    assert Q.clip_qc(frames, gt, cfg)["kept"]
+    eroded = np.stack([cv2.erode(m.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) for m in gt])
+    res = Q.clip_qc(frames, eroded, cfg)
+    assert res["edge_contrast"] < 1.2 < Q.clip_qc(frames, gt, cfg)["edge_contrast"]
+    assert any(r.startswith("poor mask edges: edge contrast 0.") for r in res["reasons"])
+    twin = gt.copy()
+    h, w = gt.shape[1:]
+    area = int(gt[0].sum())
+    side = int(np.ceil(np.sqrt(area)))
+    twin[:, 1:1 + side, 1:1 + side] |= True                       # a second object as large, in a corner
+    res = Q.clip_qc(frames, twin, cfg)
+    assert res["extra_blob_frac"] > 0.1          # every frame where the moving product does not touch it
+    assert any(r.startswith("false detections: 0.") for r in res["reasons"])
+    assert Q.edge_contrast(frames[0], np.zeros(gt.shape[1:], bool)) is None
+    assert not Q.extra_blobs(gt[0])
+
+
 def test_rerun_is_identical(work, tmp_path):
     root, clips_dir, _, out = work
     again = tmp_path / "again"
@@ -122,7 +147,8 @@ def test_rerun_is_identical(work, tmp_path):
 def test_defaults():
     cfg = Q.validate_params({})
     assert cfg == {"min_temporal_iou": 0.9, "min_area_frac": 0.003, "max_empty_frac": 0.05,
-                   "max_border_frac": 0.5, "max_area_jump": 0.5}
+                   "max_border_frac": 0.5, "max_area_jump": 0.5, "min_edge_contrast": 1.2,
+                   "max_extra_blob_frac": 0.1}
 
 
 @pytest.mark.parametrize("params, key", [

@@ -158,7 +158,7 @@ def test_filter_selection_and_outputs(tmp_path):
     # Per clip: 8 views minus the own product's 2 -> 6 candidates; shoe incompatible; bag view1 12:1 aspect.
     assert summary["candidates"] == 12
     assert summary["own_product_excluded"] == 4
-    assert summary["rejected_by_reason"] == {"aspect_change": 2, "incompatible_category": 2}
+    assert summary["rejected_by_reason"] == {"aspect_change": 2, "incompatible_category": 2, "view": 0}
     assert summary["rational"] == 8
     assert summary["kept"] == len(pairs) == 6           # 3 products per clip
     assert summary["num_shards"] == 4 and sum(summary["per_shard"]) == 6
@@ -195,6 +195,23 @@ def test_filter_selection_and_outputs(tmp_path):
     assert ("vid002", "video_not_ok") in reasons
     assert all(r["stage"] == "pairs" for r in rej)
     assert not any(r["item"] == "vid000_s01c0" for r in rej)             # QC failure is not re-rejected here
+
+
+def test_view_rule_counts_its_reason(tmp_path):
+    """Only front views allowed: every view1 candidate that passed the category rule is counted
+    under "view" (checked before the aspect, so bag view1 counts there, not as aspect_change)."""
+    work = make_work(tmp_path)
+    out = work / "pairs"
+    params = {**PARAMS, "pairs": {**PAIRS, "allowed_views": ["view0"]}}
+    P.main(["--params", json.dumps(params), "--work", str(work), "--videos", "vid000", "vid001",
+            "--num-shards", "2", "--out", str(out)])
+    summary = read_json(out / "summary.json")
+    # Per clip the compatible candidates are 6 - 1 shoe = 5; of them view1: 2 (watch clip: bottle, bag)
+    # and 2 (bottle clip: watch, bag).
+    assert summary["rejected_by_reason"] == {"aspect_change": 0, "incompatible_category": 2, "view": 4}
+    assert {p["view"] for p in all_pairs(out, 2)} == {"view0"}
+    with pytest.raises(ValueError, match="pairs.allowed_views"):
+        P.validate_pairs_params({**PAIRS, "allowed_views": []})
 
 
 def test_deterministic_and_every_shard_written(tmp_path):
