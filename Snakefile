@@ -1,6 +1,7 @@
 # PVTT build: raw videos -> dataset -> teacher -> students -> engine -> evaluation.
 # Rules are thin: inputs, outputs, params, resources, log; each calls one scripts/<stage>.py.
 # Which params and code each rule reads is defined once, in pvtt/workflow.py (dvc.yaml too).
+import re
 import sys
 from pathlib import Path
 
@@ -28,8 +29,12 @@ PART = {"slurm_partition": PARTITION} if PARTITION else {}
 
 
 def P(rule):
-    """The params a rule reads, as one JSON string (Snakemake reruns the rule when it changes)."""
-    return wf.rule_params_json(config, rule)
+    """The params a rule reads, as one JSON string (Snakemake reruns the rule when it changes).
+
+    A value holding "{name}" (masks.prompt "a {category}.") would be read as a wildcard in a
+    params string: such a string goes through a function, which Snakemake does not expand."""
+    s = wf.rule_params_json(config, rule)
+    return (lambda wildcards: s) if re.search(r"\{\s*\w+\s*\}", s) else s
 
 
 def CODE(rule):

@@ -1,12 +1,13 @@
 """``python -m pvtt <command>``: the user-facing commands that are not DAG stages.
 
 - ``generate``: edit one template video with a new product (``pvtt.generate``).
+- ``data``: ask the dataset index: ``data stats``, ``data lineage <id>``, ``data ids`` (``pvtt.data_cli``).
 """
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"generate": "pvtt.generate"}
+COMMANDS = {"generate": "pvtt.generate", "data": "pvtt.data_cli"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,9 @@ backend fills the (dilated) product region of frame t from the nearest frame wit
 by the global camera motion (a similarity transform fitted with RANSAC to background
 corners tracked by Lucas-Kanade), and inpaints what no frame saw with ``cv2.inpaint``
 (Telea, ``radius``). Pixels outside the dilated mask are passed through unchanged.
-The real backend (Wan VACE video inpainting) registers itself in :data:`BACKENDS` later.
+The real backend ``wan_vace`` (Wan2.1 VACE video inpainting through DiffSynth, local weights
+under ``backgrounds.vace``) lives in :mod:`pvtt.backends.wan_vace` and registers itself in
+:data:`BACKENDS` when this module is imported (torch/diffsynth load only when it is built).
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ from .registry import Registry
 log = logging.getLogger("pvtt.backgrounds")
 
 STAGE = "backgrounds"
-DEFAULTS: dict[str, Any] = {"backend": "opencv", "dilate": 3, "radius": 3, "temporal_window": 12}
+DEFAULTS: dict[str, Any] = {"backend": "opencv", "dilate": 3, "radius": 3, "temporal_window": 12,
+                            "vace": None}   # wan_vace settings (pvtt.backends.wan_vace.VACE_DEFAULTS)
 VIDEO_DEFAULTS: dict[str, Any] = {"crf": 17, "preset": "medium", "threads": 1}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 
@@ -200,6 +203,7 @@ def validate_params(params: dict) -> tuple[dict, dict]:
     r = bg["radius"]
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 64:
         raise ValueError(f"params key 'backgrounds.radius' must be a number in (0, 64], got {r!r}")
+    bg["vace"] = _wan_vace.validate_config(bg["vace"])      # checked whichever backend runs (cheap, no files)
     video["crf"] = _int_param(video, "video", "crf", 0, 51)
     video["threads"] = _int_param(video, "video", "threads", 0, 256)
     if video["preset"] not in X264_PRESETS:
@@ -263,3 +267,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="output directory work/backgrounds/<video>")
     args = ap.parse_args(argv)
     run(args.clips, args.masks, args.maskqc, args.out, args.params)
+
+
+from .backends import wan_vace as _wan_vace  # noqa: E402,F401  (registers "wan_vace")

@@ -5,12 +5,21 @@ then the rest is split greedily into clips of at most ``clips.max_seconds`` (a r
 shorter than ``clips.min_seconds`` is dropped; a shot shorter than ``clips.min_seconds`` is
 rejected as "shot too short"). Each clip is cut by ffmpeg, frame-exact:
 
-    trim=start_frame=S:end_frame=S+m, setpts=PTS-STARTPTS, fps=F,
+    trim=start_frame=S:end_frame=S+m, settb=1/num, setpts=N*den, fps=F,
     crop=cw:ch:x:y (centred, target aspect, source pixels), scale=W:H, setsar=1, format=yuv420p
 
 and encoded H.264 with the build's bit-exact flags (``video.crf``, ``video.preset``,
 ``video.threads``). One ffmpeg process decodes the video once for up to ``BATCH`` clips
-(``split`` into one chain per clip).
+(``split`` into one chain per clip); frames stream through ffmpeg, nothing is held in Python,
+so the length of the source does not matter. Frames are upright: ffmpeg applies a rotation
+flag, and the source size (``src_width``/``src_height``, the crop) is probe()'s display size.
+
+Frame-index timing: ``settb``/``setpts`` re-time segment frame ``N`` to exactly ``N / src_fps``
+(``src_fps = num/den``, the source's average rate). For a constant-rate source that is its own
+timing; a variable-frame-rate source (dropped or irregular frames) is thereby treated as if
+its frames were evenly spaced, so that clip frame ``k`` still shows source frame
+:func:`raw_frame_index` (its stored timestamps would make the fps filter repeat frames across
+gaps and skip frames in bursts).
 
 Frame timing is ffmpeg's ``fps`` filter (``round=near``): clip frame ``k`` shows the last
 source frame ``j`` of the segment whose timestamp, rounded half away from zero to the output
@@ -209,9 +218,15 @@ def plan_shot(start: int, end: int, src_fps: Fraction, cfg: dict) -> tuple[list[
 
 # ----------------------------------------------------------------------------- cutting
 
-def _filter_chain(i: int, s: int, m: int, fps: Fraction, crop: list[int], W: int, H: int) -> str:
+def _filter_chain(i: int, s: int, m: int, src_fps: Fraction, fps: Fraction, crop: list[int], W: int,
+                  H: int) -> str:
+    """One clip's chain. After the trim, frame N of the segment is re-timed to exactly N / src_fps
+    (time base 1/num, pts N*den): frame-index timing, the same for a constant-frame-rate source
+    as its own timestamps, and exact for a variable-frame-rate one (whose stored timestamps would
+    make the fps filter pad gaps and thin bursts, breaking raw_frame_index)."""
     x, y, cw, ch = crop
-    return (f"[v{i}]trim=start_frame={s}:end_frame={s + m},setpts=PTS-STARTPTS,fps={fps},"
+    return (f"[v{i}]trim=start_frame={s}:end_frame={s + m},settb=1/{src_fps.numerator},"
+            f"setpts=N*{src_fps.denominator},fps={fps},"
             f"crop={cw}:{ch}:{x}:{y}:exact=1,scale={W}:{H}:flags=area,setsar=1,format=yuv420p[o{i}]")
 
 
@@ -222,9 +237,11 @@ def cut_clips(src: Path, jobs: list[dict], out_dir: Path, cfg: dict, vcfg: dict)
     graph = [f"[0:v:0]split={n}" + "".join(f"[v{i}]" for i in range(n))] if n > 1 else []
     chains = []
     for i, c in enumerate(jobs):
-        chain = _filter_chain(i, c["src_start_frame"], c["src_n_frames"], fps, c["crop"], c["width"], c["height"])
+        src_fps = as_fraction(c.get("src_fps_exact") or c["src_fps"])
+        chain = _filter_chain(i, c["src_start_frame"], c["src_n_frames"], src_fps, fps, c["crop"], c["width"],
+                              c["height"])
         chains.append(chain.replace(f"[v{i}]", "[0:v:0]", 1) if n == 1 else chain)
-    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-threads", str(vcfg["threads"]), "-noautorotate",
+    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-threads", str(vcfg["threads"]),
            "-i", str(src), "-filter_complex", ";".join(graph + chains)]
     for i, c in enumerate(jobs):
         cmd += ["-map", f"[o{i}]", "-frames:v", str(c["n_frames"]), "-c:v", "libx264", "-preset", vcfg["preset"],

@@ -24,7 +24,8 @@ from .manifest import write_manifest
 from .models.bundle import load_bundle
 from .models.dit import read_config, real_rope
 from .models.sampler import sample
-from .train.data import encode, load_split
+from .train.data import encode
+from .train.loader import load_all
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def build_engine(student_dir: Path, dataset_dir: Path, out_dir: Path, params: di
     cfg = read_config(student_dir)
     bundle = load_bundle(student_dir)
     steps, shift, tol = int(cfg["steps"]), float(cfg["shift"]), float(ep["tolerance"])
-    data = encode(load_split(dataset_dir, "benchmark", td, limit=1), bundle)
+    data = encode(load_all(dataset_dir, "benchmark", td, limit=1), bundle)
     cond = data.cond.select(slice(0, 1))
     noise = torch.randn(data.target[:1].shape, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([500.0])

@@ -9,6 +9,8 @@ Learned metrics (``pvtt.quality``: CLIP-I and DINO-I against the product image, 
 the ground truth, FVD over the benchmark set, MUSIQ) load their weights from the local paths in
 ``eval.metrics``; a metric whose weights are absent is listed as unavailable, with the reason.
 The benchmark split is chosen by hash of the source video at pack time and never trained on.
+The report ends with a "Dataset" section: the dataset card's stage table and its SVG plots
+(``<dataset>/plots/*.svg``, ``pvtt.dataset_card``), inlined; the dataset is an input of the rule.
 """
 from __future__ import annotations
 
@@ -24,15 +26,16 @@ from . import metrics as M
 from .cli import parser, setup_logging
 from .engine import OnnxDenoiser
 from .io.atomic import atomic_path
-from .io.jsonio import write_json
+from .io.jsonio import read_json, write_json
 from .manifest import write_manifest
 from .models.bundle import load_bundle
 from .models.dit import PVTTDiT, read_config
 from .models.sampler import sample
 from .quality import load_metrics
 from .media import on_white, side_by_side, to_uint8, write_gif
-from .report import render
-from .train.data import encode, load_split
+from .report import dataset_section, render
+from .train.data import encode
+from .train.loader import load_all
 from .train.periodic_eval import COLUMNS as EVAL_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,7 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
         log.info("eval: unavailable: %s", reason)
     teacher_dir = model_dirs["teacher"]
     bundle = load_bundle(teacher_dir)
-    tr = load_split(dataset_dir, "benchmark", td, limit=int(ep["max_videos"]))
+    tr = load_all(dataset_dir, "benchmark", td, limit=int(ep["max_videos"]))
     data = encode(tr, bundle)
     shift = float(read_config(teacher_dir)["shift"])
     truth = [to_uint8(v) for v in tr.edited]
@@ -118,7 +121,8 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
             write_gif(tmp / "media" / f"{key}.gif", side_by_side(cols))
             items.append({"key": key, "caption": tr.captions[i], "gif": f"media/{key}.gif"})
         write_json(tmp / "metrics.json", summary)
-        render(tmp / "report.html", "PVTT evaluation", summary, items, tables=[training_table(model_dirs)], notes=[
+        render(tmp / "report.html", "PVTT evaluation", summary, items, tables=[training_table(model_dirs)],
+               sections=dataset_sections(dataset_dir), notes=[
             "Teacher: %d steps with CFG %.1f; students: their own steps, no CFG (distilled in)." % (int(ep["teacher_steps"]), float(ep["cfg_scale"])),
             "template_unedited scores the source clip itself: the do-nothing baseline.",
             *(f"Unavailable: {reason}" for reason in unavailable.values()),
@@ -127,6 +131,18 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
         write_manifest(tmp, "eval", params, [p / "model.safetensors" for p in model_dirs.values()],
                        {"benchmark_items": len(tr), "models": len(runs)})
     return summary
+
+
+def dataset_sections(dataset_dir: Path) -> list[tuple[str, str]]:
+    """The report's "Dataset" section from the dataset's card.json and its SVG plots (the dataset is
+    an input of the eval rule); none when the dataset has no card."""
+    card_file = Path(dataset_dir) / "card.json"
+    if not card_file.is_file():
+        return []
+    card = read_json(card_file)
+    plots = [(p, (Path(dataset_dir) / p).read_text(encoding="utf-8")) for p in card.get("plots", [])
+             if (Path(dataset_dir) / p).is_file()]
+    return [("Dataset", dataset_section(card, plots))]
 
 
 def training_table(model_dirs: dict[str, Path]) -> tuple[str, list[str], list[list]]:

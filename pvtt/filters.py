@@ -16,9 +16,20 @@ L2 (video quality)
     new product's bounding box (per frame, padded by ``BBOX_PAD`` px; the whole frame where
     the new mask is empty in every frame). Pass when ``>= filter.l2.min_sharpness_ratio``.
 
-A pair is kept when L1 and L2 pass. Failures go to ``rejects.jsonl`` (stage ``filter``) with
-reasons such as ``"l1: bg_ssim 0.7100 < 0.85"``; unreadable inputs are rejected with an
-``"error: ..."`` reason and left out of ``scores.json``.
+L2, learned (optional, ``filter.l2.learned``; off when absent/null): CLIP-I and DINO-I of the
+edited video's product crops vs the reference image, MUSIQ of the edited frames and CLIP temporal
+consistency, from local weights through pvtt.quality's loaders (see :mod:`pvtt.filter_learned`).
+Each configured score is a gate with its own ``min``; missing weights stop the stage.
+
+L3, VLM (optional, ``filter.l3.vlm``; off when absent/null): a Qwen2-VL model scores the pairs that
+pass L1 and L2 from a few edited frames, the reference and the caption (see :mod:`pvtt.vlm_score`);
+the human part of L3 (a review sheet of a sample) is :mod:`pvtt.review`.
+
+A pair is kept when L1, L2 (and the L3 VLM score, when configured) pass. Failures go to
+``rejects.jsonl`` (stage ``filter``) with reasons such as ``"l1: bg_ssim 0.7100 < 0.85"``,
+``"l2: clip_i 0.2100 < 0.25"`` or ``"l3: vlm_score 4 < 6"``; unreadable inputs are rejected with
+an ``"error: ..."`` reason and left out of ``scores.json``. With learned scores or the VLM on,
+``scores.json`` also names the networks used (``models``).
 """
 from __future__ import annotations
 
@@ -29,12 +40,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import cli, metrics
+from . import cli, filter_learned, metrics, vlm_score
 from .io.atomic import atomic_path
 from .io.jsonio import read_json, write_json
 from .io.masks import load_masks
 from .io.rejects import Rejects
-from .io.video import MediaError, read_frames
+from .io.video import MediaError, read_frames, read_image
+from .models.weights import MissingWeightsError
 
 log = logging.getLogger("pvtt.filter")
 
@@ -166,9 +178,35 @@ def _load_pair(pair: dict, work: Path, synth_dir: Path) -> tuple[np.ndarray, ...
     return source, edited, old_masks, new_masks
 
 
-def run(params: dict, work: str | Path, pairs_file: str | Path, synth_dir: str | Path, out: str | Path) -> dict:
-    """Score every synthesised pair of one shard; write OUT/scores.json and OUT/rejects.jsonl."""
+def _reference(pair: dict, work: Path) -> np.ndarray:
+    """The pair's reference image (the products-stage RGBA cut-out) on white, squared; MediaError if unreadable."""
+    if not pair.get("reference_path"):
+        raise MediaError("pair has no reference_path")
+    return filter_learned.reference_on_white(read_image(work / pair["reference_path"], mode="RGBA"))
+
+
+def _add_learned(res: dict, values: dict, reasons: list[str]) -> None:
+    """Merge learned L2 scores into a score_pair result (after the weight-free L2 reasons)."""
+    res["l2"].update(values)
+    if reasons:
+        res["l2"]["pass"] = False
+        res["reasons"] = res["reasons"] + reasons
+    res["kept"] = res["l1"]["pass"] and res["l2"]["pass"]
+
+
+def run(params: dict, work: str | Path, pairs_file: str | Path, synth_dir: str | Path, out: str | Path,
+        root: str | Path = ".") -> dict:
+    """Score every synthesised pair of one shard; write OUT/scores.json and OUT/rejects.jsonl.
+
+    ``root``: where the weights paths of ``filter.l2.learned`` / ``filter.l3.vlm`` are relative to (the
+    repo root in the build). Configured learned scores or VLM whose weights are missing raise
+    MissingWeightsError before anything is scored.
+    """
     th = thresholds(params)
+    filter_learned.read_config(params)     # validate both configs before loading any network
+    vlm_score.read_config(params)
+    learned = filter_learned.load(params, root)
+    vlm = vlm_score.load(params, root)
     work, pairs_file, synth_dir = Path(work), Path(pairs_file), Path(synth_dir)
     pairs_doc = read_json(pairs_file)
     shard = pairs_doc.get("shard", pairs_file.stem)
@@ -188,16 +226,34 @@ def run(params: dict, work: str | Path, pairs_file: str | Path, synth_dir: str |
         try:
             frames = _load_pair(pair, work, synth_dir)
             res = score_pair(*frames, th)
+            edited, new_masks = frames[1], frames[3]
+            ref = _reference(pair, work) if learned and learned.needs_reference else None
+            if learned:
+                _add_learned(res, *learned.score(edited, new_masks, ref))
+            if vlm:
+                if res["kept"]:  # cascade: the VLM only judges what L1/L2 keep
+                    l3, why = vlm.score(edited, ref if ref is not None else _reference(pair, work), pair)
+                else:
+                    l3, why = {"vlm_score": None, "vlm_answer": None, "pass": None, "skipped": "rejected by l1/l2"}, []
+                res["l3"] = l3
+                res["reasons"] = res["reasons"] + why
+                res["kept"] = res["kept"] and bool(l3["pass"])
         except (MediaError, ValueError) as e:
             rejects.add(pid, f"error: {e}", shard=shard)
             continue
         scores[pid] = res
         if not res["kept"]:
-            rejects.add(pid, "; ".join(res["reasons"]), shard=shard, l1=res["l1"], l2=res["l2"])
-        log.info("[%d/%d] %s: bg_ssim=%s presence=%s warp=%s sharp=%s -> %s", i + 1, len(ok_ids), pid,
+            extra = {"l3": res["l3"]} if "l3" in res else {}
+            rejects.add(pid, "; ".join(res["reasons"]), shard=shard, l1=res["l1"], l2=res["l2"], **extra)
+        learned_log = "".join(f" {k}={res['l2'].get(k)}" for k in (learned.metrics if learned else ()))
+        vlm_log = f" vlm={res['l3']['vlm_score']}" if "l3" in res else ""
+        log.info("[%d/%d] %s: bg_ssim=%s presence=%s warp=%s sharp=%s%s%s -> %s", i + 1, len(ok_ids), pid,
                  res["l1"]["bg_ssim"], res["l1"]["presence"], res["l2"]["warp_error"],
-                 res["l2"]["sharpness_ratio"], "kept" if res["kept"] else "rejected")
+                 res["l2"]["sharpness_ratio"], learned_log, vlm_log, "kept" if res["kept"] else "rejected")
     doc = {"shard": shard, "pairs": scores}
+    models = {**(learned.implementation if learned else {}), **({"vlm": vlm.implementation} if vlm else {})}
+    if models:
+        doc["models"] = models
     with atomic_path(out, directory=True) as tmp:
         write_json(tmp / "scores.json", doc)
         rejects.write(tmp / "rejects.jsonl")
@@ -209,13 +265,19 @@ def run(params: dict, work: str | Path, pairs_file: str | Path, synth_dir: str |
 
 def main(argv: list[str] | None = None) -> None:
     cli.setup_logging()
-    ap = cli.parser("Filter L1/L2: background SSIM, presence, temporal warp error, sharpness ratio.")
+    ap = cli.parser("Filter L1/L2 (background SSIM, presence, warp error, sharpness ratio; optional learned "
+                    "scores) and the optional L3 VLM score.")
     ap.add_argument("--work", required=True, help="work directory (clip/mask paths in pairs are relative to it)")
     ap.add_argument("--pairs", required=True, help="pairs shard JSON (work/pairs/shard-XXXX.json)")
     ap.add_argument("--synth", required=True, help="synth shard directory (work/synth/shard-XXXX)")
     ap.add_argument("--out", required=True, help="output directory (work/filter/shard-XXXX)")
+    ap.add_argument("--root", default=".", help="directory the weights paths in params are relative to")
     a = ap.parse_args(argv)
-    run(a.params, a.work, a.pairs, a.synth, a.out)
+    try:
+        run(a.params, a.work, a.pairs, a.synth, a.out, a.root)
+    except MissingWeightsError as e:
+        log.error("%s", e)
+        raise SystemExit(f"filter: {e}") from None
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def load_product(path: Path, params: dict) -> np.ndarray:
     return np.dstack([rgb, alpha])
 
 
-def template_mask(frames: np.ndarray, mask_path: Path | None, params: dict) -> np.ndarray:
+def template_mask(frames: np.ndarray, mask_path: Path | None, params: dict, category: str | None = None) -> np.ndarray:
     """(N, H, W) bool: from ``--mask`` (resized to the frames) or from the build's mask backend."""
     import cv2
 
@@ -73,7 +73,7 @@ def template_mask(frames: np.ndarray, mask_path: Path | None, params: dict) -> n
         m = np.stack([cv2.resize(f.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) for f in m[:n]]) > 0
     else:
         cfg = validate_params(params)
-        m = get_backend(cfg["backend"], cfg).segment(frames)
+        m = get_backend(cfg["backend"], cfg).segment(frames, category)  # a text-prompted backend needs it
     if not m[0].any():
         raise GenerateError("no product region found in the template's first frame: pass --mask FRAMES.npy")
     return m
@@ -81,7 +81,7 @@ def template_mask(frames: np.ndarray, mask_path: Path | None, params: dict) -> n
 
 def generate(template: Path, product: Path, model_dir: Path, out: Path, params: dict, steps: int | None = None,
              cfg_scale: float | None = None, caption: str = "", mask_path: Path | None = None, seed: int = 0,
-             side_by_side: bool = False) -> dict:
+             side_by_side: bool = False, category: str | None = None) -> dict:
     td = params["train_data"]
     cfg = read_config(model_dir)  # names the missing file when the model is absent
     try:
@@ -91,7 +91,7 @@ def generate(template: Path, product: Path, model_dir: Path, out: Path, params: 
     size = (int(td["width"]), int(td["height"]))
     frames = read_frames(template, size=size)
     frames = frames[frame_indices(len(frames), int(td["frames"]), int(td["frame_stride"]))]
-    mask = template_mask(frames, mask_path, params)
+    mask = template_mask(frames, mask_path, params, category)
     rgba = load_product(product, params)
     bundle = load_bundle(model_dir)
     student = cfg.get("kind") == "student"
@@ -133,6 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the student's own, or eval.teacher_steps)")
     ap.add_argument("--cfg", type=float, default=None, help="CFG scale (default: 1 for students, eval.cfg_scale for the teacher)")
     ap.add_argument("--caption", default="", help="caption of the new product")
+    ap.add_argument("--category", default=None, help="the template product's category (prompt of masks.backend grounded_sam2)")
     ap.add_argument("--mask", type=Path, default=None, help="(frames, H, W) .npy product mask of the template")
     ap.add_argument("--out", type=Path, default=Path("edited.mp4"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
     try:
         params = yaml.safe_load(a.params.read_text())
         r = generate(a.template, a.product, a.model, a.out, params, a.steps, a.cfg, a.caption, a.mask, a.seed,
-                     a.side_by_side)
+                     a.side_by_side, a.category)
     except (GenerateError, FileNotFoundError) as e:
         print(f"generate: {e}", file=sys.stderr)
         return 2

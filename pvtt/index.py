@@ -95,16 +95,23 @@ def _rejects_rows(work: Path, directory: Path, owner: str) -> list[tuple]:
     return rows
 
 
+def create_db(path: Path, *schemas: str) -> sqlite3.Connection:
+    """A new SQLite file for one build (no journal: it is written to a temp path and renamed)."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    for schema in schemas:
+        conn.executescript(schema)
+    return conn
+
+
 def build_index(work: str | Path, videos: list[str], products_ids: list[str], out: str | Path) -> dict:
     """Write the SQLite index of ``videos`` and ``products_ids`` under ``work`` to ``out``; return counts."""
     work = Path(work)
     videos, products_ids = sorted(set(videos)), sorted(set(products_ids))
     with atomic_path(out) as tmp:
-        conn = sqlite3.connect(tmp)
+        conn = create_db(tmp, SCHEMA)
         try:
-            conn.execute("PRAGMA journal_mode=OFF")
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.executescript(SCHEMA)
             for i, v in enumerate(videos):
                 info = _read(work / "raw" / v / "info.json")
                 shots = _read(work / "shots" / v / "shots.json")

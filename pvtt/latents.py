@@ -30,7 +30,8 @@ from .io.jsonio import write_json
 from .manifest import write_manifest
 from .models.bundle import components_from_params, encoders_for
 from .models.sampler import Conditions
-from .train.data import Encoded, encode, load_split, shard_paths
+from .train.data import Encoded, encode, shard_paths
+from .train.loader import load_all
 from .phases import phase1_spec
 
 log = logging.getLogger(__name__)
@@ -39,20 +40,22 @@ SPLITS = ("train", "val")
 FIELDS = ("target", "source", "mask", "image_tokens", "text_tokens")
 
 
-def encode_dataset(dataset_dir: Path, out_dir: Path, params: dict) -> dict:
-    """Write the cache of the top-level model/train_data, plus ``phase1/`` when phase 1 differs."""
+def encode_dataset(dataset_dir: Path, out_dir: Path, params: dict, workers: int = 0) -> dict:
+    """Write the cache of the top-level model/train_data, plus ``phase1/`` when phase 1 differs.
+
+    ``workers`` processes decode the shards (``pvtt.train.loader``) while this one encodes."""
     with atomic_path(out_dir, directory=True) as tmp:
-        counts, inputs = _encode_spec(dataset_dir, tmp, params.get("model", {}), params["train_data"])
+        counts, inputs = _encode_spec(dataset_dir, tmp, params.get("model", {}), params["train_data"], workers)
         spec = phase1_spec(params)
         if spec:
             log.info("latents: teacher phase 1 trains %s at %sx%s: encoding its cache into phase1/", spec[0].get("preset"),
                      spec[1]["width"], spec[1]["height"])
-            counts["phase1"], _ = _encode_spec(dataset_dir, tmp / "phase1", *spec)
+            counts["phase1"], _ = _encode_spec(dataset_dir, tmp / "phase1", *spec, workers)
         write_manifest(tmp, "latents", params, inputs, counts)
     return counts
 
 
-def _encode_spec(dataset_dir: Path, tmp: Path, model: dict, td: dict) -> tuple[dict, list[Path]]:
+def _encode_spec(dataset_dir: Path, tmp: Path, model: dict, td: dict, workers: int) -> tuple[dict, list[Path]]:
     components = components_from_params(model, td)
     bundle = encoders_for(components)
     counts, inputs = {}, []
@@ -65,7 +68,7 @@ def _encode_spec(dataset_dir: Path, tmp: Path, model: dict, td: dict) -> tuple[d
                 raise
             log.info("latents: no '%s' split in %s: the trainers validate on train", split, dataset_dir)
             continue
-        enc = encode(load_split(dataset_dir, split, td), bundle)
+        enc = encode(load_all(dataset_dir, split, td, workers), bundle)
         tensors = {"target": enc.target, **{f: getattr(enc.cond, f) for f in FIELDS[1:]}}
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{split}.safetensors"),
                   metadata={"keys": json.dumps(enc.keys)})
@@ -128,4 +131,4 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, a.threads))
-    encode_dataset(a.dataset, a.out, a.params)
+    encode_dataset(a.dataset, a.out, a.params, workers=max(0, a.threads - 1))

@@ -26,13 +26,19 @@ detects the product on the first frame and propagates the mask with dense optica
   Where the re-segmentation disagrees grossly with the warped mask (IoU < 0.5), the
   warped mask is kept for that frame.
 
-The real backend (Grounding DINO on the first frame + SAM2 video propagation) registers
-itself under another name in :data:`BACKENDS` when it is added.
+The real backend ``grounded_sam2`` (Grounding DINO on the first frame from a prompt naming
+the product's category, then SAM2 video propagation; :mod:`pvtt.backends.grounded_sam2`)
+registers itself in :data:`BACKENDS` when this module is imported. A clip's category comes
+from ``clips.json`` (per clip or top level) or else from the video's ingest ``info.json``
+(``--raw``, by default ``<clips>/../../raw/<video>``); a backend whose prompt needs one
+rejects a clip without a category ("no product category").
 """
 from __future__ import annotations
 
 import abc
+import importlib
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -47,13 +53,21 @@ from .io.masks import load_masks, save_masks
 from .io.rejects import Rejects
 from .io.video import MediaError, read_frames
 from .metrics import flow, warp
+from .backends import BackendError
 from .registry import Registry
 
 log = logging.getLogger("pvtt.masks")
 
 STAGE = "masks"
-DEFAULTS: dict[str, Any] = {"backend": "classical", "min_area_frac": 0.003}
+DEFAULTS: dict[str, Any] = {
+    "backend": "classical", "min_area_frac": 0.003,
+    # grounded_sam2 (read by that backend only; see pvtt.backends.grounded_sam2)
+    "grounding_dino": "models/grounding-dino-tiny", "sam2_config": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2_checkpoint": "models/sam2/sam2.1_hiera_tiny.pt", "sam2_overrides": [], "prompt": "a {category}.",
+    "box_threshold": 0.35, "text_threshold": 0.25, "device": "cpu",
+}
 NO_PRODUCT = "no product detected"
+NO_CATEGORY = "no product category"
 
 
 # --------------------------------------------------------------------------- backends
@@ -62,15 +76,18 @@ class MaskBackend(abc.ABC):
     """Segments the one product of a clip: (N, H, W, 3) uint8 RGB -> (N, H, W) bool.
 
     An empty first-frame mask means "no product detected"; the stage rejects the clip.
+    ``category`` is the product category of the clip's video (None when unknown); a backend
+    that cannot work without one sets ``needs_category``.
     """
 
     name: str = ""
+    needs_category: bool = False
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
 
     @abc.abstractmethod
-    def segment(self, frames: np.ndarray) -> np.ndarray:
+    def segment(self, frames: np.ndarray, category: str | None = None) -> np.ndarray:
         ...
 
 
@@ -329,7 +346,7 @@ def refine(frame: np.ndarray, prior: np.ndarray, band: int, fallback) -> tuple[n
 class ClassicalMaskBackend(MaskBackend):
     """First-frame colour/saliency detection + Farneback flow propagation (no weights)."""
 
-    def segment(self, frames: np.ndarray) -> np.ndarray:
+    def segment(self, frames: np.ndarray, category: str | None = None) -> np.ndarray:
         n, h, w = frames.shape[:3]
         out = np.zeros((n, h, w), bool)
         m0 = detect_product(frames[0], self.cfg.get("min_area_frac", DEFAULTS["min_area_frac"]))
@@ -376,7 +393,41 @@ def validate_params(params: dict) -> dict:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
         raise ValueError(f"params key 'masks.min_area_frac' must be a number in [0, 1), got {v!r}")
     cfg["min_area_frac"] = float(v)
+    for key in ("grounding_dino", "sam2_config", "sam2_checkpoint"):
+        if not isinstance(cfg[key], str) or not cfg[key]:
+            raise ValueError(f"params key 'masks.{key}' must be a non-empty path string, got {cfg[key]!r}")
+    ov = cfg["sam2_overrides"]
+    if not isinstance(ov, list) or not all(isinstance(o, str) and o for o in ov):
+        raise ValueError(f"params key 'masks.sam2_overrides' must be a list of hydra override strings, got {ov!r}")
+    cfg["sam2_overrides"] = list(ov)
+    pr = cfg["prompt"]
+    try:
+        ok = isinstance(pr, str) and bool(pr.format(category="product").strip())
+    except (KeyError, IndexError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"params key 'masks.prompt' must be a non-empty text whose only field is {{category}}, got {pr!r}")
+    for key in ("box_threshold", "text_threshold"):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"params key 'masks.{key}' must be a number in [0, 1], got {v!r}")
+        cfg[key] = float(v)
+    dev = cfg["device"]
+    if not isinstance(dev, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", dev):
+        raise ValueError(f"params key 'masks.device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
     return cfg
+
+
+def clip_categories(index: dict, clips_dir: Path, raw: str | Path | None = None) -> dict[str, str | None]:
+    """Product category of every clip: the clip's or clips.json's ``category``, else the
+    video's ingest ``info.json`` (``raw``, by default ``<clips_dir>/../../raw/<video>``)."""
+    video = index.get("video") or clips_dir.name
+    fallback = index.get("category")
+    if not fallback:
+        info_path = clips_dir.parent.parent / "raw" / video / "info.json" if raw is None else Path(raw) / "info.json"
+        if raw is not None or info_path.is_file():             # an explicit --raw must hold info.json
+            fallback = read_json(info_path).get("category")
+    return {c["id"]: c.get("category") or fallback or None for c in index.get("clips") or []}
 
 
 def mask_stats(masks: np.ndarray) -> tuple[list[float], list[list[int] | None]]:
@@ -390,13 +441,17 @@ def mask_stats(masks: np.ndarray) -> tuple[list[float], list[list[int] | None]]:
     return areas, boxes
 
 
-def run(clips_dir: str | Path, out: str | Path, params: dict) -> dict:
-    """Segment every clip listed in ``clips_dir/clips.json``; return what masks.json holds."""
+def run(clips_dir: str | Path, out: str | Path, params: dict, raw: str | Path | None = None) -> dict:
+    """Segment every clip listed in ``clips_dir/clips.json``; return what masks.json holds.
+
+    Raises ValueError (params) and BackendError (weights or packages of the backend missing).
+    """
     cfg = validate_params(params)
     backend = get_backend(cfg["backend"], cfg)
     clips_dir = Path(clips_dir)
     index = read_json(clips_dir / "clips.json")
     video = index.get("video") or clips_dir.name
+    categories = clip_categories(index, clips_dir, raw) if backend.needs_category else {}
     rejects = Rejects(STAGE)
     result: dict = {"video": video, "clips": {}}
     clips = sorted(index.get("clips") or [], key=lambda c: c["id"])
@@ -404,12 +459,16 @@ def run(clips_dir: str | Path, out: str | Path, params: dict) -> dict:
         for i, clip in enumerate(clips):
             cid = clip["id"]
             t0 = time.perf_counter()
+            category = categories.get(cid)
+            if backend.needs_category and not category:
+                rejects.add(cid, NO_CATEGORY, backend=backend.name)
+                continue
             try:
                 frames = read_frames(clips_dir / clip["path"])
             except MediaError as e:
                 rejects.add(cid, f"unreadable clip: {e}")
                 continue
-            masks = backend.segment(frames)
+            masks = backend.segment(frames, category)
             if masks.shape != frames.shape[:3]:
                 raise RuntimeError(f"backend {backend.name} returned masks {masks.shape} for frames {frames.shape}")
             if masks[0].mean() < cfg["min_area_frac"] or not masks[0].any():
@@ -432,8 +491,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = cli.parser("Per-frame product masks for the clips of one video.")
     ap.add_argument("--clips", required=True, help="work/clips/<video> (clips.json + clip videos)")
     ap.add_argument("--out", required=True, help="output directory work/masks/<video>")
+    ap.add_argument("--raw", help="ingested video directory work/raw/<video> (its info.json gives the product "
+                                  "category when clips.json has none; default <clips>/../../raw/<video>)")
     args = ap.parse_args(argv)
-    run(args.clips, args.out, args.params)
+    try:
+        run(args.clips, args.out, args.params, raw=args.raw)
+    except BackendError as e:
+        log.error("%s", e)
+        raise SystemExit(f"masks: {e}") from None
 
 
 def load_clip_and_masks(clip_path: Path, mask_path: Path, cid: str, rejects: Rejects):
@@ -452,3 +517,7 @@ def load_clip_and_masks(clip_path: Path, mask_path: Path, cid: str, rejects: Rej
         rejects.add(cid, f"mask/clip mismatch: masks {tuple(masks.shape)} vs frames {tuple(frames.shape[:3])}")
         return None
     return frames, masks
+
+
+# The real backend registers itself in BACKENDS (its heavy imports happen only when it is built).
+importlib.import_module(".backends.grounded_sam2", __package__)

@@ -9,6 +9,10 @@ Output directory (``artifacts/dataset``):
   (N,H,W) 0/1 edit region = original | new product mask), ``.caption.txt``, ``.json``.
 * ``splits.json`` {split: [keys]}, ``card.json`` (dataset card), ``rejects.jsonl`` (all rejects
   of every stage under the work dir plus pack's own, sorted by stage, item), ``manifest.json``.
+* ``index.sqlite``: the dataset index (``pvtt.dataset_index``): counts per category, survivors and
+  rejects per stage, and every triplet's lineage back to its raw video; ``python -m pvtt data``.
+* ``card.html`` and ``plots/*.svg`` (``pvtt.dataset_card``): the card's counts per stage, rejection
+  reasons, category distribution and score histograms as a page and as plots.
 
 Split: source videos sorted by ``sha256(f"{seed}:{video}")``; the first
 ``ceil(benchmark_fraction * n)`` are benchmark, the next ``ceil(val_fraction * n)`` val, the rest
@@ -35,11 +39,12 @@ from .io.atomic import atomic_path
 from .io.jsonio import read_json, read_jsonl, write_json, write_jsonl
 from .io.masks import load_masks
 from .io.rejects import Rejects
-from .manifest import write_manifest
+from .manifest import sha256_file, write_manifest
 
 log = logging.getLogger("pvtt.pack")
 
 STAGE = "pack"
+INDEX = "index.sqlite"   # the dataset index (pvtt.dataset_index), beside the shards
 SPLITS = ("train", "val", "benchmark")
 MEMBERS = ("source.mp4", "reference.png", "edited.mp4", "mask.npy", "caption.txt", "json")
 TAR_FORMAT = tarfile.GNU_FORMAT
@@ -189,13 +194,20 @@ def _reject_files(root: Path) -> list[Path]:
     return sorted(f for f in files if not any(p.startswith(".") for p in f.relative_to(root).parts))
 
 
-def _all_rejects(work: Path) -> list[dict]:
-    """Every stage's rejects: work/<stage>/rejects.jsonl and work/<stage>/<item>/rejects.jsonl."""
+def _reject_sources(work: Path) -> list[tuple[str, dict]]:
+    """(file relative to work, row) of every stage's rejects: work/<stage>/rejects.jsonl and
+    work/<stage>/<item>/rejects.jsonl."""
     rows = []
     for stage_dir in sorted(p for p in work.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for f in _reject_files(stage_dir):
-            rows += read_jsonl(f)
+            rel = f.relative_to(work).as_posix()
+            rows += [(rel, r) for r in read_jsonl(f)]
     return rows
+
+
+def _all_rejects(work: Path) -> list[dict]:
+    """Every stage's rejects: work/<stage>/rejects.jsonl and work/<stage>/<item>/rejects.jsonl."""
+    return [r for _, r in _reject_sources(work)]
 
 
 def _sort_rejects(rows: list[dict]) -> list[dict]:
@@ -312,7 +324,10 @@ def build_card(work: Path, pairs: dict[str, dict], synth_docs: dict[str, dict], 
 # -------------------------------------------------------------------------------------- pack
 
 def run(params: dict, work: str | Path, pairs_dir: str | Path, synth_dirs: list[str | Path],
-        filter_dirs: list[str | Path], review_dir: str | Path | None, out: str | Path) -> dict:
+        filter_dirs: list[str | Path], review_dir: str | Path | None, out: str | Path,
+        stage_params: dict | None = None) -> dict:
+    """Pack into ``out``; ``stage_params`` (stage -> the params it read, as the rules passed them)
+    goes into the dataset index's ``params`` table beside pack's own."""
     p = read_params(params)
     seed, sps = p["seed"], p["pack"]["samples_per_shard"]
     work, pairs_dir = Path(work), Path(pairs_dir)
@@ -363,6 +378,7 @@ def run(params: dict, work: str | Path, pairs_dir: str | Path, synth_dirs: list[
     packed: list[dict] = []
     split_keys: dict[str, list[str]] = {sp: [] for sp in SPLITS}
     shard_files: dict[str, list[str]] = {sp: [] for sp in SPLITS}
+    tar_info: list[dict] = []
     with atomic_path(out, directory=True) as tmp:
         (tmp / "shards").mkdir()
         for sp in SPLITS:
@@ -373,26 +389,51 @@ def run(params: dict, work: str | Path, pairs_dir: str | Path, synth_dirs: list[
                 meta = {**pair, "key": key, "split": sp, "shard": shard, "review": review,
                         "scores": {"l1": scores[pid]["l1"], "l2": scores[pid]["l2"]}}
                 try:
-                    samples.append((key, _sample_members(key, work, pair, synth_by_shard[shard], meta)))
+                    members = _sample_members(key, work, pair, synth_by_shard[shard], meta)
                 except (OSError, ValueError, EOFError) as e:
                     rejects.add(pid, f"error: {e.__class__.__name__}: {e}", shard=shard)
                     continue
+                samples.append((key, members))
+                digest = {name.split(".", 1)[1]: hashlib.sha256(data).hexdigest() for name, data in members}
                 packed.append({"key": key, "split": sp, "video": pair["video"],
-                               "category_from": pair.get("category_from"), "category_to": pair.get("category_to")})
+                               "category_from": pair.get("category_from"), "category_to": pair.get("category_to"),
+                               "id": pid, "clip_sha256": digest["source.mp4"],
+                               "reference_sha256": digest["reference.png"], "edited_sha256": digest["edited.mp4"],
+                               "mask_sha256": digest["mask.npy"]})
+            first = len(packed) - len(samples)
             for k in range(0, len(samples), sps):
                 name = f"{sp}-{k // sps:06d}.tar"
                 members = [m for _, ms in samples[k:k + sps] for m in ms]
                 write_tar(tmp / "shards" / name, members)
                 shard_files[sp].append(f"shards/{name}")
+                tar_info.append({"path": f"shards/{name}", "split": sp, "n_samples": len(samples[k:k + sps]),
+                                 "sha256": sha256_file(tmp / "shards" / name)})
+                for s in packed[first + k:first + k + sps]:
+                    s["tar"] = f"shards/{name}"
                 log.info("wrote %s (%d samples)", name, len(samples[k:k + sps]))
             split_keys[sp] = [key for key, _ in samples]
-        all_rejects = _sort_rejects(_all_rejects(work) + rejects.rows)
+        sources = _reject_sources(work) + [(None, r) for r in rejects.rows]
+        all_rejects = _sort_rejects([r for _, r in sources])
         params_read = {"seed": seed, "pack": p["pack"]}
         summary_file = pairs_dir / "summary.json"
         pairs_summary = read_json(summary_file) if summary_file.exists() else None
         card = build_card(work, pairs, synth_docs, scores, decisions, packed, all_rejects, params_read, pairs_summary)
         card["shards"] = shard_files
         card["splits_by_video"] = {sp: sorted(v for v, s in splits.items() if s == sp) for sp in SPLITS}
+        # Lazy imports: the trainers import this module for iter_samples, not the index or the plots.
+        from .dataset_card import write_card_media
+        from .dataset_index import build_dataset_index
+
+        st = build_dataset_index(
+            tmp / INDEX, work, base_index=work / "index.sqlite", pairs=pairs, synth_docs=synth_docs, scores=scores,
+            decisions=decisions, pairs_summary=pairs_summary, packed=packed, shards=tar_info,
+            rejects=sources, stage_params={**(stage_params or {}), STAGE: params_read})
+        card["index"] = INDEX
+        card["stages"] = st["stages"]
+        card["categories"]["videos"] = st["categories"]["videos"]
+        card["categories"]["products"] = st["categories"]["products"]
+        thresholds = (stage_params or {}).get("filter", {}).get("filter")
+        card.update(write_card_media(tmp, card, thresholds))
         write_json(tmp / "card.json", card)
         write_json(tmp / "splits.json", split_keys)
         write_jsonl(tmp / "rejects.jsonl", all_rejects)
@@ -414,8 +455,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--filter", nargs="+", required=True, help="filter shard directories (scores.json)")
     ap.add_argument("--review", default=None, help="review directory (decisions.json); L3 verdicts applied")
     ap.add_argument("--out", required=True, help="output directory (artifacts/dataset)")
+    ap.add_argument("--stage-params", type=json.loads, default=None,
+                    help="JSON {stage: params it read} of the dataset rules, recorded in the dataset index")
     a = ap.parse_args(argv)
-    run(a.params, a.work, a.pairs_dir, a.synth, a.filter, a.review, a.out)
+    run(a.params, a.work, a.pairs_dir, a.synth, a.filter, a.review, a.out, a.stage_params)
 
 
 if __name__ == "__main__":

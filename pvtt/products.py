@@ -14,10 +14,23 @@ Backends (registry ``BACKENDS``):
   of the background's colour, e.g. inside a bag handle); components smaller
   than ``products.min_component_frac`` of the largest dropped, and the edge feathered by
   ``products.feather`` pixels.
-* ``rembg`` (U^2-Net through the rembg package): loads the local ONNX model
-  ``products.rembg_model`` (rembg reads it from ``U2NET_HOME``, set to the file's directory).
-  A missing file stops the stage naming the path and ``dvc pull models/rembg``; so does a
-  missing rembg package. Never a silent fallback.
+* ``rembg`` (U^2-Net, BiRefNet, ... through the rembg package): runs the local ONNX file
+  ``products.rembg_model``; its file name picks rembg's session, i.e. the pre/post-processing
+  (see ``REMBG_SESSIONS``): ``u2net.onnx``, ``u2netp.onnx``, ``u2net_human_seg.onnx``,
+  ``silueta.onnx`` (320 px, ImageNet mean/std, first output = sigmoid matte),
+  ``isnet-general-use.onnx``, ``isnet-anime.onnx`` (1024 px DIS), ``birefnet-general.onnx``,
+  ``birefnet-general-lite.onnx``, ``birefnet-general-fp16.onnx``, ``birefnet-portrait.onnx``,
+  ``birefnet-dis.onnx``, ``birefnet-hrsod.onnx``, ``birefnet-cod.onnx``, ``birefnet-massive.onnx``
+  (1024 px, first output = logits, rembg applies the sigmoid), ``bria-rmbg.onnx`` (1024 px).
+  The file is handed to onnxruntime directly: the session class's ``download_models`` is
+  overridden. (rembg 2.0.86 returns ``<home>/models/<name>/<name>.onnx`` or
+  ``<U2NET_HOME>/<name>.onnx`` when one exists and otherwise downloads with ``pooch.retrieve``;
+  older releases always call ``pooch.retrieve`` with the release file's md5, which re-downloads
+  a local file whose hash differs, e.g. a re-export, unless ``MODEL_CHECKSUM_DISABLED`` is set.)
+  So no network access happens whatever the rembg version, and no environment variable
+  (``U2NET_HOME``, ``MODEL_CHECKSUM_DISABLED``) is needed or changed. A missing file stops the
+  stage naming the path and ``dvc pull models/rembg``; so do an unknown file name, a file
+  onnxruntime cannot load and a missing rembg package. Never a silent fallback.
 
 Output directory ``products/<id>/``::
 
@@ -43,10 +56,12 @@ import cv2
 import numpy as np
 
 from . import cli
-from .ingest import ManifestError, find_product, load_manifest, resolve_media_path
+from . import ingest
+from .ingest import ManifestError, SourceError, find_product, load_manifest
 from .io.atomic import atomic_path
 from .io.jsonio import write_json
 from .io.rejects import Rejects
+from .backends import BackendError
 from .registry import Registry
 from .io.video import MediaError, read_image, write_png
 
@@ -59,8 +74,6 @@ DEFAULTS = {"backend": "white_matting", "white_threshold": 232, "feather": 1, "p
 _VIEW_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class BackendError(RuntimeError):
-    """A chosen backend cannot run (weights or package missing); stops the stage."""
 
 
 # ----------------------------------------------------------------------------- backends
@@ -160,8 +173,34 @@ class WhiteMatting(MattingBackend):
         return np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
 
 
+# rembg session name (= the model file's stem) -> what it is. Only sessions that run one local
+# ONNX file and return one matte; sam (two files + prompts), u2net_cloth_seg (three garment masks),
+# the *_custom sessions (a model_path under rembg's home) and the remote ones are left out.
+REMBG_SESSIONS = {
+    "u2net": "U^2-Net, general salient objects (320 px)",
+    "u2netp": "U^2-Net lite (320 px)",
+    "u2net_human_seg": "U^2-Net, people (320 px)",
+    "silueta": "U^2-Net, reduced (320 px)",
+    "isnet-general-use": "IS-Net / DIS, general (1024 px)",
+    "isnet-anime": "IS-Net, anime characters (1024 px)",
+    "birefnet-general": "BiRefNet, general (1024 px)",
+    "birefnet-general-lite": "BiRefNet lite, general (1024 px)",
+    "birefnet-general-fp16": "BiRefNet general converted to float16 (1024 px, for GPUs)",
+    "birefnet-portrait": "BiRefNet, portraits (1024 px)",
+    "birefnet-dis": "BiRefNet, DIS dichotomous segmentation (1024 px)",
+    "birefnet-hrsod": "BiRefNet, high-resolution salient objects (1024 px)",
+    "birefnet-cod": "BiRefNet, camouflaged objects (1024 px)",
+    "birefnet-massive": "BiRefNet trained on a massive dataset (1024 px)",
+    "bria-rmbg": "BRIA RMBG 2.0 (1024 px; non-commercial licence)",
+}
+
+
 class RembgMatting(MattingBackend):
-    """U^2-Net salient-object matting via rembg, from a local ONNX file (no download)."""
+    """Salient-object matting via rembg from a local ONNX file (no download, no U2NET_HOME).
+
+    The file's stem names the rembg session (``REMBG_SESSIONS``); the session class is subclassed
+    with ``download_models`` returning the file, so rembg's own lookup/download code never runs.
+    """
 
     name = "rembg"
 
@@ -171,16 +210,38 @@ class RembgMatting(MattingBackend):
         if not model.is_file():
             raise BackendError(f"products.backend 'rembg': model file {model} not found "
                                f"(params products.rembg_model); fetch it with `dvc pull models/rembg`")
+        session_name = model.stem
+        if model.suffix != ".onnx" or session_name not in REMBG_SESSIONS:
+            raise BackendError(f"products.backend 'rembg': model file {model} (params products.rembg_model) must be "
+                               f"named <rembg session>.onnx so that its pre/post-processing is known; "
+                               f"one of: {', '.join(f'{n}.onnx' for n in REMBG_SESSIONS)}")
         try:
-            import rembg  # noqa: F401  (optional dependency)
+            import onnxruntime as ort
+            import rembg
+            from rembg.sessions import sessions as rembg_sessions
         except ImportError as e:
             raise BackendError("products.backend 'rembg' needs the rembg package, which is not installed "
                                f"(pip install rembg onnxruntime; model {model}): {e}") from e
-        os.environ["U2NET_HOME"] = str(model.resolve().parent)   # rembg loads <U2NET_HOME>/<name>.onnx
+        base = rembg_sessions.get(session_name)
+        if base is None:
+            raise BackendError(f"products.backend 'rembg': the installed rembg has no session '{session_name}' "
+                               f"(model {model}); it has {sorted(rembg_sessions)}")
+        path = str(model.resolve())
+        local = type(f"Local{base.__name__}", (base,),
+                     {"download_models": classmethod(lambda cls, *a, **k: path)})
+        opts = ort.SessionOptions()
+        threads = os.environ.get("OMP_NUM_THREADS")   # as rembg.new_session does
+        if threads and threads.isdigit():
+            opts.inter_op_num_threads = opts.intra_op_num_threads = int(threads)
+        try:
+            self._session = local(session_name, opts)
+        except Exception as e:  # onnxruntime's own error types: a corrupt or foreign file
+            raise BackendError(f"products.backend 'rembg': cannot load {model} as rembg session "
+                               f"'{session_name}' ({e.__class__.__name__}: {e})") from e
         self._rembg = rembg
-        self._session = rembg.new_session(model.stem)
+        self.session_name = session_name
 
-    def matte(self, rgb: np.ndarray) -> np.ndarray:  # pragma: no cover - needs rembg + weights
+    def matte(self, rgb: np.ndarray) -> np.ndarray:
         from PIL import Image
         out = self._rembg.remove(Image.fromarray(rgb), session=self._session, only_mask=True)
         return np.asarray(out.convert("L"), dtype=np.uint8)
@@ -270,6 +331,7 @@ def run(manifest_path: str | Path, product_id: str, out: str | Path, params: dic
     Raises KeyError (id not in manifest), ManifestError, ValueError (params), BackendError.
     """
     cfg = validate_params(params)
+    icfg = ingest.validate_params(params)  # where views may come from: data root, downloads
     manifest = load_manifest(manifest_path)
     entry = find_product(manifest, product_id, manifest_path)
     backend = get_backend(cfg)
@@ -293,9 +355,17 @@ def run(manifest_path: str | Path, product_id: str, out: str | Path, params: dic
             if not v.get("path"):
                 rejects.add(item, "unreadable image: view has no path")
                 continue
-            src = resolve_media_path(manifest_path, v["path"])
-            try:
-                rgb = load_rgb(src)
+            try:  # a local path under the data root, or an http(s) URL (downloaded as ingest does)
+                src, fetched = ingest.obtain_source(v["path"], manifest_path, icfg,
+                                                    f"product {product_id!r} view {view!r}")
+                try:
+                    rgb = load_rgb(src)
+                finally:
+                    if fetched is not None and not icfg["keep_downloads"]:
+                        fetched.path.unlink(missing_ok=True)
+            except SourceError as e:
+                rejects.add(item, f"{e.kind}: {e}", source=str(v["path"]))
+                continue
             except MediaError as e:
                 rejects.add(item, f"unreadable image: {e}", source=str(v["path"]))
                 continue

@@ -342,6 +342,15 @@ LOADERS = {"clip_i": _load_clip_i, "dino_i": _load_dino_i, "lpips": _load_lpips,
            "fvd": _load_fvd, "musiq": _load_musiq}
 
 
+def load_metric(name: str, entry: dict, root: Path = Path("."), device: str = "cpu") -> Metric:
+    """One metric from its config entry (extra keys are ignored); raises ``Unavailable`` naming the
+    missing path, ``ValueError`` for an unknown name. For callers where a configured metric is a
+    gate (the filter), not an optional report column."""
+    if name not in LOADERS:
+        raise ValueError(f"unknown learned metric {name!r}; known: {sorted(LOADERS)}")
+    return LOADERS[name](entry, Path(root), device)
+
+
 def load_metrics(cfg: dict | None, root: Path = Path("."), device: str = "cpu"
                  ) -> tuple[dict[str, Metric], dict[str, str]]:
     """(available metrics by name, unavailable name -> reason) for ``eval.metrics``-shaped ``cfg``.
@@ -354,11 +363,11 @@ def load_metrics(cfg: dict | None, root: Path = Path("."), device: str = "cpu"
         raise ValueError(f"unknown learned metrics {unknown}; known: {sorted(LOADERS)}")
     metrics: dict[str, Metric] = {}
     unavailable: dict[str, str] = {}
-    for name, loader in LOADERS.items():
+    for name in LOADERS:
         try:
             if not cfg.get(name):
                 raise Unavailable("not configured")
-            metrics[name] = loader(cfg[name], Path(root), device)
+            metrics[name] = load_metric(name, cfg[name], root, device)
         except Unavailable as exc:
             unavailable[name] = f"{name}: {exc}"
     return metrics, unavailable

@@ -25,10 +25,29 @@ def table_html(columns: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def dataset_section(card: dict, plots: list[tuple[str, str]], card_href: str = "../dataset/card.html") -> str:
+    """The "Dataset" section: splits, every stage's survivors and rejects, and the card's plots
+    (``plots``: [(path in the dataset, SVG text)], inlined so the page stays self-contained)."""
+    packed = (card.get("counts") or {}).get("packed") or {}
+    splits = [[sp, packed.get(sp, 0), (packed.get("videos") or {}).get(sp, 0)] for sp in ("train", "val", "benchmark")]
+    stages = [[s["stage"], s["unit"], s.get("ok", 0), s.get("rejected", 0),
+               ", ".join(f"{k} {n}" for k, n in (s.get("rejects_by_reason") or {}).items())]
+              for s in card.get("stages", [])]
+    figs = "".join(f"<figure>{svg}<figcaption><code>{html.escape(path)}</code></figcaption></figure>"
+                   for path, svg in plots)
+    return (f"<p>{html.escape(str(packed.get('total', 0)))} triplets. The full card: "
+            f"<a href='{html.escape(card_href)}'>dataset/card.html</a>; every triplet's lineage: "
+            "<code>python -m pvtt data lineage &lt;id&gt;</code>.</p>"
+            + table_html(["split", "triplets", "videos"], splits)
+            + (table_html(["stage", "unit", "survivors", "rejected", "rejected by reason"], stages) if stages else "")
+            + figs)
+
+
 def render(out_html: str | os.PathLike, title: str, metrics: dict, items: list[dict], notes: list[str],
-           tables: list[tuple[str, list[str], list[list]]] = ()) -> None:
+           tables: list[tuple[str, list[str], list[list]]] = (), sections: list[tuple[str, str]] = ()) -> None:
     """metrics: {"models": {name: {metric: value}}}; items: [{"key", "caption", "gif" (relative path)}];
-    tables: further (heading, columns, rows) sections after the models' table."""
+    tables: further (heading, columns, rows) sections after the models' table; sections: (heading, HTML)
+    at the end of the page (e.g. :func:`dataset_section`)."""
     models = metrics["models"]
     cols = sorted({k for m in models.values() for k in m})
     table = table_html(["model"] + cols, [[name] + [m.get(c, "") for c in cols] for name, m in models.items()])
@@ -38,6 +57,7 @@ def render(out_html: str | os.PathLike, title: str, metrics: dict, items: list[d
         f"<figcaption><code>{html.escape(it['key'])}</code> — {html.escape(it['caption'])}</figcaption></figure>"
         for it in items)
     note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    extra = "".join(f"<h2>{html.escape(h)}</h2>{body}" for h, body in sections)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
@@ -46,6 +66,7 @@ figure{{margin:1em 0}}img{{image-rendering:pixelated;border:1px solid #ddd}}</st
 <h2>Metrics (benchmark split)</h2>{table}
 <ul>{note_html}</ul>
 <h2>Side by side: template | product | ground truth | teacher | students</h2>{gallery}
+{extra}
 </body></html>
 """
     write_text(out_html, page)

@@ -193,15 +193,29 @@ def _media_cells(work: Path, shard: str, pid: str, pair: dict | None) -> tuple[s
     return frames, ref
 
 
+def _scores_cell(s: dict) -> str:
+    """L1/L2 numbers (learned L2 scores too, when present) and the L3 VLM score with its answer."""
+    first = ("bg_ssim", "presence", "warp_error", "sharpness_ratio")
+    lines = [f"{html.escape(str(k))} {html.escape(str(v))}" for level in ("l1", "l2")
+             for k, v in sorted((s.get(level) or {}).items(),
+                                key=lambda kv: (first.index(kv[0]) if kv[0] in first else len(first), kv[0]))
+             if k != "pass"]
+    l3 = s.get("l3")
+    if l3:
+        score = l3.get("vlm_score")
+        lines.append(f"<b>vlm_score {html.escape(str(score if score is not None else 'none'))}</b>")
+        if l3.get("vlm_answer") is not None:
+            lines.append(f"vlm answer: <q>{html.escape(str(l3['vlm_answer']))}</q>")
+    return "<br>".join(lines)
+
+
 def render_sheet(work: Path, sampled: list[str], kept: dict[str, dict], pairs_meta: dict[str, dict],
                  verdicts_path: str | None, seed: int, fraction: float) -> str:
     rows = []
     for i, pid in enumerate(sampled):
         info, pair = kept[pid], pairs_meta.get(pid)
         frames, ref = _media_cells(work, info["shard"], pid, pair)
-        s = info["scores"]
-        scores = (f"bg_ssim {s['l1']['bg_ssim']}<br>presence {s['l1']['presence']}<br>"
-                  f"warp_error {s['l2']['warp_error']}<br>sharpness_ratio {s['l2']['sharpness_ratio']}")
+        scores = _scores_cell(info["scores"])
         caption = html.escape(pair.get("caption", "")) if pair else ""
         cats = (f"{html.escape(str(pair.get('category_from')))} &rarr; {html.escape(str(pair.get('category_to')))}"
                 if pair else "")

@@ -1,7 +1,8 @@
 """Shots stage: hard-cut detection on one ingested video (``raw/<id>/`` -> ``shots/<id>/``).
 
 Frames are decoded by ffmpeg (the build's one decoder, so frame ``i`` here is frame ``i``
-for the clips stage's ``trim=start_frame``) and fed, in order, to a PySceneDetect detector
+for the clips stage's ``trim=start_frame``), streamed one at a time (any length, constant
+memory), upright (rotation flags applied), and fed, in order, to a PySceneDetect detector
 (``SceneDetector.process_frame`` / ``post_process``), downscaled the way PySceneDetect's
 SceneManager does by default (larger side to 256 px).
 
@@ -151,9 +152,16 @@ def process_size(width: int, height: int) -> tuple[int, int]:
 
 
 def iter_frames_bgr(path: Path, size: tuple[int, int]) -> Iterator[np.ndarray]:
-    """Stream every decoded frame of ``path`` as BGR uint8 (H, W, 3), in decode (presentation) order."""
+    """Stream every decoded frame of ``path`` as BGR uint8 (H, W, 3), in decode (presentation) order.
+
+    One frame at a time through a pipe (memory does not grow with the video's length); every
+    frame is kept (``-fps_mode passthrough``: a variable-frame-rate source is neither padded
+    nor thinned, frame ``i`` is the ``i``-th decoded frame as in the clips stage's trim), and
+    frames come out upright (ffmpeg auto-rotates a rotation-flagged stream; ``size`` is the
+    display size that probe() reports).
+    """
     w, h = size
-    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", "1", "-noautorotate", "-i", str(path),
+    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", "1", "-i", str(path),
            "-map", "0:v:0", "-vf", f"scale={w}:{h}:flags=bilinear", "-fps_mode", "passthrough",
            "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

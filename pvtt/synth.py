@@ -10,9 +10,11 @@ by ``synth.route`` from the ``ROUTES`` registry:
   exactly), and the new product, cropped to its alpha, is scaled to ``synth.scale_margin``
   x the size that fits inside that box (aspect kept) and alpha-composited (premultiplied)
   onto the inpainted background.
-- Route B (FLUX first frame + Wan I2V, "flux_wan_i2v") registers itself with
-  ``@register_route("flux_wan_i2v")`` and returns the same ``SynthResult``; until then
-  choosing it fails fast naming ``synth.route``.
+- ``flux_wan_i2v`` (route B): route A's composite, then a FLUX.1 edit of its first frame over
+  the product region (``synth.flux``), then Wan2.1 image-to-video from that frame for the
+  clip's frame count (``synth.i2v``); same ``SynthResult``, mask = route A's alpha track.
+  It lives in :mod:`pvtt.backends.flux_wan_i2v` (DiffSynth, local weights; torch loads only
+  when the route is built) and registers itself with ``@register_route("flux_wan_i2v")``.
 
 Outputs (``--out`` directory, written atomically)::
 
@@ -89,7 +91,8 @@ def _integer(params: dict, dotted: str, lo: int, hi: int, default: Any = ...) ->
 
 
 def validate_params(params: dict) -> dict:
-    """Check what synth reads; return {"route", "scale_margin", "smooth_window", "crf", "preset", "threads"}."""
+    """Check what synth reads; return {"route", "scale_margin", "smooth_window", "crf", "preset", "threads",
+    "flux", "i2v"} (the last two: route B's sections merged over their defaults)."""
     if not isinstance(params, dict):
         raise ValueError("params must be a mapping")
     try:
@@ -111,8 +114,9 @@ def validate_params(params: dict) -> dict:
     if not isinstance(preset, str) or not preset:
         raise ValueError(f"params key 'video.preset' must be an x264 preset name, got {preset!r}")
     threads = _integer(params, "video.threads", 1, 256)
+    flux, i2v = _flux_wan_i2v.validate_sections(params)   # route B's sections; checked whichever route runs
     return {"route": route, "scale_margin": scale_margin, "smooth_window": window,
-            "crf": crf, "preset": preset, "threads": threads}
+            "crf": crf, "preset": preset, "threads": threads, "flux": flux, "i2v": i2v}
 
 
 # ----------------------------------------------------------------------------- routes
@@ -357,5 +361,8 @@ def main(argv: list[str] | None = None) -> None:
              summary["n_ok"], summary["n_rejected"], summary["rejected_by_reason"], time.perf_counter() - t0)
 
 
-if __name__ == "__main__":
-    main()
+from .backends import flux_wan_i2v as _flux_wan_i2v  # noqa: E402,F401  (registers route "flux_wan_i2v")
+
+if __name__ == "__main__":   # via the package module: its ROUTES is the one the backends register in
+    from pvtt.synth import main as _main
+    _main()

@@ -9,7 +9,11 @@ RNG state each ``teacher.checkpoint_every`` steps (``pvtt.train.checkpoint``) an
 the newest matching checkpoint; a killed and resumed run ends with the same bytes as an
 uninterrupted one on CPU.
 
-It reads the latent cache (``pvtt.latents``), not the videos. Options in ``teacher``: ``lora``
+Data (``teacher.data``): ``latents`` (default) reads the latent cache (``pvtt.latents``), not
+the videos; ``stream`` trains straight from the WebDataset shards of ``--dataset``: worker
+processes decode each step's batch (``pvtt.train.loader``, batches a pure function of seed and
+step, so resume stays exact) while the frozen codec and encoders encode it here (what a team
+runs when augmenting or when 20K clips of latents do not fit). Options in ``teacher``: ``lora``
 (peft adapters, ``pvtt.train.lora``), ``grad_accum`` micro-batches per update, ``precision``
 bf16 autocast, ``gradient_checkpointing`` per DiT block. Multi-process: launched by
 ``torch.distributed.run`` with WORLD_SIZE > 1, the loop is data-parallel as
@@ -50,7 +54,9 @@ from .latents import latent_files, load_latents
 from .train import distributed as ddp
 from .train import zero
 from .train.checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
-from .train.flow import draw_batch, fixed_loss, flow_matching_loss, warmup_cosine
+from .train.data import encode
+from .train.flow import draw_batch, fixed_loss, flow_matching_loss, noise_batch, warmup_cosine
+from .train.loader import ShardDataset, StepBatches, load_all, make_loader
 from .train.lora import apply_lora, merge_lora, save_adapter, unfreeze_last_blocks
 from .train.periodic_eval import COLUMNS as EVAL_COLUMNS, PeriodicEval
 from .train.tracking import LiveLog, write_history
@@ -71,9 +77,24 @@ def _init_from(model, components: dict, init_dir: Path | None) -> str:
     return f"previous phase {init_dir.name}"
 
 
+DATA_SOURCES = ("latents", "stream")
+
+
+def _stream_data(dataset_dir: Path | None, td: dict, bundle, workers: int) -> tuple[ShardDataset, object]:
+    """(train shards as a dataset, encoded val split) for ``teacher.data: stream``."""
+    if dataset_dir is None:
+        raise ValueError("teacher.data 'stream' reads the packed shards: pass --dataset (artifacts/dataset)")
+    train = ShardDataset(dataset_dir, "train", td)
+    try:
+        val_tr = load_all(dataset_dir, "val", td, workers)
+    except FileNotFoundError:
+        val_tr = load_all(dataset_dir, "train", td, workers)
+    return train, encode(val_tr, bundle)
+
+
 def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir: Path | None = None,
                   device: str | torch.device = "cpu", init_dir: Path | None = None,
-                  live_dir: Path | None = None) -> dict:
+                  live_dir: Path | None = None, dataset_dir: Path | None = None, workers: int = 0) -> dict:
     tp, td = params["teacher"], params["train_data"]
     phase = params.get("phase", "teacher")
     device = torch.device(device)
@@ -84,7 +105,15 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
     bundle = new_bundle(components, seed)
     if params.get("model", {}).get("base"):  # a pretrained Wan DiT; the new conditioning starts at zero
         init_from_base(bundle.dit, load_base_state(params["model"]["base"]))
-    train, val = load_latents(latents_dir, components, td)
+    source = tp.get("data", "latents")
+    if source not in DATA_SOURCES:
+        raise ValueError(f"params key 'teacher.data' must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
+    if source == "stream":
+        train, val = _stream_data(dataset_dir, td, bundle, workers)
+        data_files = list(train.shards)
+    else:
+        train, val = load_latents(latents_dir, components, td)
+        data_files = latent_files(latents_dir)
     model = bundle.dit
     started_from = _init_from(model, components, Path(init_dir) if init_dir else None)
     model.train()
@@ -106,7 +135,7 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
     model.gradient_checkpointing = bool(tp.get("gradient_checkpointing", False))
     g = torch.Generator().manual_seed(seed)
     shift = float(tp["shift"])
-    inputs = latent_files(latents_dir) + ([Path(init_dir) / "model.safetensors"] if init_dir else [])
+    inputs = data_files + ([Path(init_dir) / "model.safetensors"] if init_dir else [])
     fp = fingerprint("teacher", params, {f"{p.parent.name}/{p.name}": sha256_file(p) for p in inputs}, world_size=world)
     ckpt = Checkpointer(checkpoint_dir, int(tp.get("checkpoint_every", 50)), fp, "teacher", writer=rank == 0)
     every = int(tp.get("eval_every", 0))
@@ -145,6 +174,11 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
     if rank == 0 and live_dir is not None:
         wandb_dir = Path(live_dir).parent / "wandb" if (tp.get("log") or {}).get("wandb") else None
         live = LiveLog(Path(live_dir), resume=start > 0, config=params, wandb_dir=wandb_dir, name=phase)
+    stream = None
+    if source == "stream":  # decoded ahead by `workers` processes while the model trains
+        stream = iter(make_loader(train, StepBatches(seed, len(train), batch, accum, start, iters), workers))
+        log.info("teacher: streaming %d train triplets from %d shards, %d decoding worker(s)", len(train),
+                 len(train.shards), workers)
     t0 = tick = time.time()
     for step in range(start, iters):
         for group in opt.param_groups:
@@ -152,7 +186,11 @@ def train_teacher(latents_dir: Path, out_dir: Path, params: dict, checkpoint_dir
         opt.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=device)
         for _ in range(accum):  # micro-batches of batch_size; their gradients add up before the update
-            x0, cond, sigma, noise = draw_batch(train, batch, float(tp["cond_dropout"]), shift, g)
+            if stream is not None:
+                enc = encode(next(stream), bundle)
+                x0, cond, sigma, noise = noise_batch(enc.target, enc.cond, float(tp["cond_dropout"]), shift, g)
+            else:
+                x0, cond, sigma, noise = draw_batch(train, batch, float(tp["cond_dropout"]), shift, g)
             if world > 1:
                 x0, sigma, noise, cond = x0[mine], sigma[mine], noise[mine], cond.select(mine)
             if device.type != "cpu":
@@ -252,6 +290,7 @@ def main(argv=None) -> None:
     setup_logging(logging.INFO if ddp.launched_rank() == 0 else logging.WARNING)
     ap = parser("Train the PVTT teacher (tiny Wan DiT on the sample) on the packed train split.")
     ap.add_argument("--latents", required=True, type=Path, help="the latent cache (artifacts/latents)")
+    ap.add_argument("--dataset", type=Path, default=None, help="the packed shards (artifacts/dataset), for teacher.data: stream")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for the whole job (split over processes)")
     ap.add_argument("--gpus", type=int, default=0, help="GPUs of the job: > 0 trains on cuda:LOCAL_RANK when CUDA is there")
@@ -265,6 +304,8 @@ def main(argv=None) -> None:
     device = ddp.init(a.gpus, "teacher")
     params = phase_params(a.params, a.phase) if a.phase else a.params
     try:
-        train_teacher(a.latents, a.out, params, a.checkpoint_dir, device, a.init, a.live_dir)
+        # Decoding workers: the job's threads beyond the one that trains (teacher.data: stream).
+        workers = max(0, a.threads // max(1, ddp.launched_world()) - 1)
+        train_teacher(a.latents, a.out, params, a.checkpoint_dir, device, a.init, a.live_dir, a.dataset, workers)
     finally:
         ddp.shutdown()

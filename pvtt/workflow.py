@@ -24,7 +24,13 @@ SHARED_CODE = ["pvtt/__init__.py", "pvtt/cli.py", "pvtt/manifest.py", "pvtt/io/_
                "pvtt/registry.py"]
 MODEL_CODE = ["pvtt/models/__init__.py", "pvtt/models/base.py", "pvtt/models/bundle.py", "pvtt/models/codec.py", "pvtt/models/dit.py",
               "pvtt/models/encoders.py", "pvtt/models/sampler.py", "pvtt/models/weights.py",
-              "pvtt/train/__init__.py", "pvtt/train/data.py", "pvtt/train/flow.py", "pvtt/pack.py"]
+              "pvtt/train/__init__.py", "pvtt/train/data.py", "pvtt/train/loader.py", "pvtt/train/flow.py",
+              "pvtt/pack.py"]
+
+# The data stages' modules with what they import (a backend module imports its stage and back).
+INGEST_CODE = ["pvtt/ingest.py", "pvtt/download.py"]
+MASKS_CODE = ["pvtt/masks.py", "pvtt/metrics.py", "pvtt/backends/__init__.py", "pvtt/backends/grounded_sam2.py"]
+BACKGROUNDS_CODE = ["pvtt/backgrounds.py", "pvtt/backends/wan_vace.py", *MASKS_CODE]
 
 # What every training rule runs besides its own module: the latent reader, checkpoints, DDP.
 TRAIN_CODE = MODEL_CODE + ["pvtt/latents.py", "pvtt/phases.py", "pvtt/train/checkpoint.py",
@@ -52,19 +58,23 @@ def _r(params, code, script, smk):
 
 RULES: dict[str, Rule] = {
     "sample": _r(["seed", "sample", "video"], ["pvtt/sample.py"], "sample", "data"),
-    "ingest": _r(["ingest"], ["pvtt/ingest.py"], "ingest", "data"),
+    "ingest": _r(["ingest"], INGEST_CODE, "ingest", "data"),
     "shots": _r(["shots"], ["pvtt/shots.py"], "shots", "data"),
     "clips": _r(["clips", "video"], ["pvtt/clips.py"], "clips", "data"),
-    "products": _r(["products"], ["pvtt/products.py"], "products", "data"),
+    "products": _r(["products", "ingest"], ["pvtt/products.py", "pvtt/backends/__init__.py", *INGEST_CODE], "products", "data"),
     "index": _r([], ["pvtt/index.py"], "index", "data"),
-    "masks": _r(["masks"], ["pvtt/masks.py", "pvtt/metrics.py"], "masks", "segment"),
-    "maskqc": _r(["maskqc"], ["pvtt/maskqc.py", "pvtt/metrics.py"], "maskqc", "segment"),
-    "backgrounds": _r(["backgrounds", "video"], ["pvtt/backgrounds.py", "pvtt/metrics.py"], "backgrounds", "segment"),
+    "masks": _r(["masks"], MASKS_CODE, "masks", "segment"),
+    "maskqc": _r(["maskqc"], ["pvtt/maskqc.py", *MASKS_CODE], "maskqc", "segment"),
+    "backgrounds": _r(["backgrounds", "video"], BACKGROUNDS_CODE, "backgrounds", "segment"),
     "pairs": _r(["seed", "pairs"], ["pvtt/pairs.py"], "pairs", "synth"),
-    "synth": _r(["seed", "synth", "video"], ["pvtt/synth.py"], "synth", "synth"),
-    "filter": _r(["filter.l1", "filter.l2"], ["pvtt/filters.py", "pvtt/metrics.py"], "filter", "filter"),
+    "synth": _r(["seed", "synth", "video"], ["pvtt/synth.py", "pvtt/backends/flux_wan_i2v.py", *BACKGROUNDS_CODE],
+                "synth", "synth"),
+    "filter": _r(["filter.l1", "filter.l2", "filter.l3.vlm"],
+                 ["pvtt/filters.py", "pvtt/metrics.py", "pvtt/filter_learned.py", "pvtt/vlm_score.py", "pvtt/quality.py",
+                  "pvtt/models/__init__.py", "pvtt/models/weights.py", "pvtt/models/i3d.py"], "filter", "filter"),
     "review": _r(["seed", "filter.l3"], ["pvtt/review.py"], "review", "filter"),
-    "pack": _r(["seed", "pack"], ["pvtt/pack.py", "pvtt/manifest.py"], "pack", "pack"),
+    "pack": _r(["seed", "pack"], ["pvtt/pack.py", "pvtt/manifest.py", "pvtt/index.py", "pvtt/dataset_index.py",
+                                  "pvtt/dataset_card.py"], "pack", "pack"),
     "latents": _r(["model", "train_data", "teacher_phases.phase1.model", "teacher_phases.phase1.train_data"],
                   MODEL_CODE + ["pvtt/latents.py", "pvtt/phases.py"], "latents", "latents"),
     **{name: _r(["model", "train_data", "teacher", f"teacher_phases.{phase}"], TEACHER_CODE, "teacher", "teacher")
@@ -72,7 +82,7 @@ RULES: dict[str, Rule] = {
     "student_16": _r(["distill.common", "distill.student_16"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
     "student_8": _r(["distill.common", "distill.student_8"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
     "student_4": _r(["distill.common", "distill.student_4"], TRAIN_CODE + ["pvtt/distill.py", "pvtt/train/dmd.py"], "distill", "distill"),
-    "hpo": _r(["model", "train_data", "teacher", "hpo"], TEACHER_CODE + ["pvtt/hpo.py"], "hpo", "hpo"),
+    "hpo": _r(["model", "train_data", "teacher", "hpo"], TEACHER_CODE + ["pvtt/hpo.py", "pvtt/params.py"], "hpo", "hpo"),
     "engine": _r(["train_data", "engine"], MODEL_CODE + ["pvtt/engine.py"], "engine", "engine"),
     "eval": _r(["train_data", "eval"], MODEL_CODE + ["pvtt/evaluation.py", "pvtt/report.py", "pvtt/media.py",
                                              "pvtt/metrics.py", "pvtt/engine.py", "pvtt/train/periodic_eval.py",
@@ -93,9 +103,9 @@ class Milestone:
 MILESTONES: dict[str, Milestone] = {
     "dataset": Milestone(tuple(DATASET_RULES), "dataset"),
     "latents": Milestone(("latents",), "latents", ("dataset",)),
-    "teacher_phase1": Milestone(("teacher_phase1",), "teacher_phase1", ("latents",)),
-    "teacher_phase2": Milestone(("teacher_phase2",), "teacher_phase2", ("latents", "teacher_phase1")),
-    "teacher": Milestone(("teacher",), "teacher", ("latents", "teacher_phase2")),
+    "teacher_phase1": Milestone(("teacher_phase1",), "teacher_phase1", ("dataset", "latents")),
+    "teacher_phase2": Milestone(("teacher_phase2",), "teacher_phase2", ("dataset", "latents", "teacher_phase1")),
+    "teacher": Milestone(("teacher",), "teacher", ("dataset", "latents", "teacher_phase2")),
     "student_16": Milestone(("student_16",), "student_16", ("latents", "teacher")),
     "student_8": Milestone(("student_8",), "student_8", ("latents", "teacher", "student_16")),
     "student_4": Milestone(("student_4",), "student_4", ("latents", "teacher", "student_8")),
@@ -119,6 +129,11 @@ def rule_params(config: dict, rule: str) -> dict:
 
 def rule_params_json(config: dict, rule: str) -> str:
     return json.dumps(rule_params(config, rule), sort_keys=True, separators=(",", ":"))
+
+
+def dataset_params_json(config: dict) -> str:
+    """{rule: the params it reads} of every dataset rule: what pack records in the dataset index."""
+    return json.dumps({r: rule_params(config, r) for r in DATASET_RULES}, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass

@@ -12,8 +12,9 @@ rule filter:
         p=P("filter"),
     log:
         f"{W}/logs/filter/{{shard}}.log",
+    threads: RES("models")["cpus_per_task"]
     resources:
-        **RES("default"),
+        **RES("models"),  # the real backends run networks (GPU at scale: resources.models)
     shell:
         "{PY} scripts/filter.py --params {params.p:q} --work {W} --pairs {input.pairs} --synth {input.synth} --out {output} > {log} 2>&1"
 

@@ -4,6 +4,7 @@
 rule masks:
     input:
         clips=f"{W}/clips/{{video}}",
+        raw=f"{W}/raw/{{video}}",  # info.json: the product category (prompt of grounded_sam2)
         code=CODE("masks"),
     output:
         directory(f"{W}/masks/{{video}}"),
@@ -11,10 +12,11 @@ rule masks:
         p=P("masks"),
     log:
         f"{W}/logs/masks/{{video}}.log",
+    threads: RES("models")["cpus_per_task"]
     resources:
-        **RES("default"),
+        **RES("models"),  # the real backends run networks (GPU at scale: resources.models)
     shell:
-        "{PY} scripts/masks.py --params {params.p:q} --clips {input.clips} --out {output} > {log} 2>&1"
+        "{PY} scripts/masks.py --params {params.p:q} --clips {input.clips} --raw {input.raw} --out {output} > {log} 2>&1"
 
 
 rule maskqc:
@@ -46,7 +48,8 @@ rule backgrounds:
         p=P("backgrounds"),
     log:
         f"{W}/logs/backgrounds/{{video}}.log",
+    threads: RES("models")["cpus_per_task"]
     resources:
-        **RES("default"),
+        **RES("models"),  # the real backends run networks (GPU at scale: resources.models)
     shell:
         "{PY} scripts/backgrounds.py --params {params.p:q} --clips {input.clips} --masks {input.masks} --maskqc {input.maskqc} --out {output} > {log} 2>&1"

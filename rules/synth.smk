@@ -33,7 +33,8 @@ rule synth:
         p=P("synth"),
     log:
         f"{W}/logs/synth/{{shard}}.log",
+    threads: RES("models")["cpus_per_task"]
     resources:
-        **RES("default"),
+        **RES("models"),  # the real backends run networks (GPU at scale: resources.models)
     shell:
         "{PY} scripts/synth.py --params {params.p:q} --work {W} --pairs {input.pairs} --out {output} > {log} 2>&1"

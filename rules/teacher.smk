@@ -13,6 +13,7 @@ for _phase, _name, _prev in TEACHER_PHASES:
         name: _name
         input:
             latents=f"{A}/latents",
+            dataset=f"{A}/dataset",  # read with teacher.data: stream (pvtt.train.loader)
             previous=[f"{A}/{_prev}"] if _prev else [],
             code=CODE(_name),
         output:
@@ -33,5 +34,6 @@ for _phase, _name, _prev in TEACHER_PHASES:
         shell:
             # Checkpoints live outside the output: Snakemake deletes the output of a failed job.
             TORCHRUN + " scripts/teacher.py --params {params.p:q} --phase {params.phase} --latents {params.latents}{params.init}"
+            " --dataset {input.dataset}"
             " --out {output} --threads {threads} --gpus {resources.gpu} --checkpoint-dir {W}/checkpoints/{rule}"
             " --live-dir {W}/dvclive/{rule} > {log} 2>&1"

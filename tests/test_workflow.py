@@ -24,7 +24,7 @@ def test_dvc_stages_cover_the_milestones_with_the_rules_params():
     dvc = build(config)
     assert list(dvc["stages"]) == ["dataset", "latents", "teacher_phase1", "teacher_phase2", "teacher", "student_16",
                                    "student_8", "student_4", "engine", "eval"]
-    assert dvc["stages"]["teacher"]["deps"][:2] == ["artifacts/latents", "artifacts/teacher_phase2"]  # chained
+    assert dvc["stages"]["teacher"]["deps"][:3] == ["artifacts/dataset", "artifacts/latents", "artifacts/teacher_phase2"]  # chained
     assert "teacher_phases.phase3" in dvc["stages"]["teacher"]["params"]
     assert "teacher_phases.phase3" not in dvc["stages"]["teacher_phase1"]["params"]
     # The report's HTML is eval's alone: a change to the page must not retrain the teacher.
@@ -81,3 +81,66 @@ def test_bench_dag_job_count_follows_the_formula():
     # 500 videos, 53 products, ceil(500*5*14/256)=137 shards: grows with videos and shards only.
     assert jobs == job_count_formula(500, 53, 137, sample=False)
     assert seconds < 30
+
+
+def _import_time_nodes(tree):
+    """The nodes that run when the module is imported: function bodies (lazy imports, which run
+    only when called, e.g. pack's index builder that the trainers never call) are left out."""
+    import ast
+
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        todo.extend(c for c in ast.iter_child_nodes(node)
+                    if not isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+
+def _pvtt_imports(path, root):
+    """pvtt modules ``path`` imports at import time (``import``/``from`` statements, and
+    ``importlib.import_module`` as the stage modules use to register their backends), as
+    repo-relative file paths."""
+    import ast
+
+    pkg = path.relative_to(root).with_suffix("").parts[:-1] if path.is_relative_to(root / "pvtt") else ()
+    names = set()
+    for node in _import_time_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = list(pkg[: len(pkg) - node.level + 1]) if node.level else []
+            mod = base + (node.module.split(".") if node.module else [])
+            names.add(tuple(mod))
+            names.update(tuple(mod + [a.name]) for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(tuple(a.name.split(".")) for a in node.names)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module" and node.args
+              and isinstance(node.args[0], ast.Constant)):
+            rel = node.args[0].value
+            dots = len(rel) - len(rel.lstrip("."))
+            names.add(tuple(list(pkg[: len(pkg) - dots + 1]) + rel.lstrip(".").split(".")) if dots else tuple(rel.split(".")))
+    out = set()
+    for mod in names:
+        if mod and mod[0] == "pvtt":
+            for cand in (root.joinpath(*mod).with_suffix(".py"), root.joinpath(*mod, "__init__.py")):
+                if cand.is_file():
+                    out.add(cand)
+                    for i in range(1, len(mod)):  # a package's __init__ runs on import
+                        init = root.joinpath(*mod[:i], "__init__.py")
+                        if init.is_file():
+                            out.add(init)
+    return out
+
+
+def test_every_rule_lists_the_code_it_imports():
+    """A rule's code inputs are the closure of what its script imports: a change to any module a
+    stage runs (a backend registered from the bottom of its stage module included) reruns it."""
+    for name, rule in RULES.items():
+        seen, todo = set(), [ROOT / "scripts" / f"{rule.script}.py"]
+        while todo:
+            f = todo.pop()
+            if f in seen:
+                continue
+            seen.add(f)
+            todo.extend(_pvtt_imports(f, ROOT) - seen)
+        needed = {str(f.relative_to(ROOT)) for f in seen if f.parts[-2] != "scripts"}
+        missing = sorted(needed - set(rule.code_files()))
+        assert not missing, f"rule {name} runs {missing} without listing them (pvtt/workflow.py RULES)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -23,6 +24,14 @@ from .atomic import atomic_path
 
 class MediaError(RuntimeError):
     """A video or image that cannot be read; the message names the file."""
+
+
+class NoFramesError(MediaError):
+    """A video stream that holds no (decodable) frame at all."""
+
+
+class TruncatedError(MediaError):
+    """A video whose container lists more frames than decode (a cut-off upload or corrupt data)."""
 
 
 def ffmpeg_bin() -> str:
@@ -41,20 +50,66 @@ def ffprobe_bin() -> str:
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """Facts of the first video stream.
+
+    ``width``/``height`` are the DISPLAY size: a stream with a 90/270 degree rotation flag
+    (display matrix) reports its coded size swapped, because every decode of the build
+    (read_frames, the shots and clips stages) lets ffmpeg auto-rotate frames upright.
+    ``rotation`` is the display-matrix rotation as ffprobe reports it, normalized to
+    [0, 360) (0 when none). ``fps`` is the average frame rate (frames / duration) and the
+    build treats frame ``i`` as shown at ``i / fps``: a variable-frame-rate source is
+    handled by frame index, see pvtt/clips.py.
+    """
+
     width: int
     height: int
     fps: float
     n_frames: int
     duration: float
     codec: str
+    rotation: int = 0
 
     def as_dict(self) -> dict:
         return {"width": self.width, "height": self.height, "fps": round(self.fps, 6),
-                "n_frames": self.n_frames, "duration": round(self.duration, 6), "codec": self.codec}
+                "n_frames": self.n_frames, "duration": round(self.duration, 6), "codec": self.codec,
+                "rotation": self.rotation}
+
+
+def _rotation(stream: dict) -> int:
+    """Display rotation in degrees (ffprobe's sign), normalized to [0, 360); 0 when unflagged."""
+    for sd in stream.get("side_data_list") or []:
+        if "rotation" in sd:
+            try:
+                return round(float(sd["rotation"])) % 360
+            except (TypeError, ValueError):
+                return 0
+    tag = (stream.get("tags") or {}).get("rotate")      # ffmpeg < 5: clockwise degrees as a tag
+    try:
+        return round(-float(tag)) % 360 if tag is not None else 0
+    except ValueError:
+        return 0
+
+
+_CTX_RE = re.compile(r"\[[^\]]* @ 0x[0-9a-fA-F]+\] ")
+
+
+def _last_line(stderr: str, default: str) -> str:
+    """The last line of ffmpeg's stderr without ``[demuxer @ 0x...]`` prefixes (addresses vary per run)."""
+    lines = stderr.strip().splitlines()
+    return _CTX_RE.sub("", lines[-1]).strip()[-300:] if lines else default
+
+
+def _int(v) -> int | None:
+    return int(v) if str(v).isdigit() else None
 
 
 def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
-    """Read stream facts with ffprobe; raise MediaError naming the file if it is not a video."""
+    """Read stream facts with ffprobe; raise MediaError naming the file if it is not a video.
+
+    With ``count_frames`` every frame is decoded: a stream without a frame raises
+    NoFramesError, one whose container lists more frames than decode (with decoder errors:
+    a truncated or corrupt file) raises TruncatedError.
+    """
     path = Path(path)
     if not path.exists():
         raise MediaError(f"{path}: no such file")
@@ -63,12 +118,16 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
     cmd = [ffprobe_bin(), "-v", "error", "-select_streams", "v:0"]
     if count_frames:
         cmd += ["-count_frames"]
-    cmd += ["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_frames,codec_name,duration",
-            "-show_entries", "format=duration", "-of", "json", str(path)]
+    cmd += ["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_frames,codec_name,"
+            "duration:stream_side_data=rotation:stream_tags=rotate:format=duration", "-of", "json", str(path)]
     res = subprocess.run(cmd, capture_output=True, text=True)
+    err = res.stderr.strip()
     if res.returncode != 0:
-        raise MediaError(f"{path}: not a readable video ({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'ffprobe failed'})")
-    data = json.loads(res.stdout or "{}")
+        raise MediaError(f"{path}: not a readable video ({_last_line(err, 'ffprobe failed')})")
+    try:
+        data = json.loads(res.stdout or "{}")
+    except json.JSONDecodeError as e:
+        raise MediaError(f"{path}: not a readable video (ffprobe output: {e})") from e
     streams = data.get("streams") or []
     if not streams:
         raise MediaError(f"{path}: no video stream")
@@ -80,25 +139,45 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
         fps = float(Fraction(rate))
     except (ValueError, ZeroDivisionError):
         fps = 0.0
-    n = s.get("nb_read_frames") or s.get("nb_frames") or 0
-    n_frames = int(n) if str(n).isdigit() else 0
-    duration = float(s.get("duration") or data.get("format", {}).get("duration") or 0.0)
+    listed, read = _int(s.get("nb_frames")), _int(s.get("nb_read_frames"))
+    n_frames = read if (count_frames and read is not None) else (listed or 0)
+    try:
+        duration = float(s.get("duration") or data.get("format", {}).get("duration") or 0.0)
+    except ValueError:
+        duration = 0.0
     if n_frames == 0:
-        raise MediaError(f"{path}: video stream has no decodable frames")
+        raise NoFramesError(f"{path}: video stream has no decodable frames")
+    if count_frames and listed and read is not None and read < listed and err:
+        raise TruncatedError(f"{path}: the container lists {listed} frames but only {read} decode "
+                             f"({_last_line(err, '')})")
     if fps <= 0:
         raise MediaError(f"{path}: unknown frame rate")
-    return VideoInfo(int(s["width"]), int(s["height"]), fps, n_frames, duration, s.get("codec_name", "?"))
+    try:
+        w, h = int(s["width"]), int(s["height"])
+    except (KeyError, TypeError, ValueError):
+        raise MediaError(f"{path}: video stream has no frame size") from None
+    if w <= 0 or h <= 0:
+        raise MediaError(f"{path}: video stream has no frame size ({w}x{h})")
+    rot = _rotation(s)
+    if rot in (90, 270):
+        w, h = h, w
+    return VideoInfo(w, h, fps, n_frames, duration, s.get("codec_name", "?"), rot)
 
 
 def read_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, fps: float | None = None,
                 start: float | None = None, duration: float | None = None, threads: int = 1) -> np.ndarray:
-    """Decode to an (N, H, W, 3) uint8 RGB array; ``size`` is (width, height)."""
+    """Decode the first video stream to an (N, H, W, 3) uint8 RGB array; ``size`` is (width, height).
+
+    Frames come out upright (ffmpeg auto-rotates a rotation-flagged stream; without ``size``
+    they have probe()'s display size). Everything is held in memory: for short clips only;
+    long sources are streamed (pvtt/shots.py ``iter_frames_bgr``, pvtt/clips.py ``cut_clips``).
+    """
     path = Path(path)
     info = probe(path, count_frames=False) if size is None else None
     cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", str(threads)]
     if start is not None:
         cmd += ["-ss", f"{start:.6f}"]
-    cmd += ["-i", str(path)]
+    cmd += ["-i", str(path), "-map", "0:v:0"]
     if duration is not None:
         cmd += ["-t", f"{duration:.6f}"]
     filters = []
@@ -108,7 +187,9 @@ def read_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, fp
         filters.append(f"scale={size[0]}:{size[1]}:flags=area")
     if filters:
         cmd += ["-vf", ",".join(filters)]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    # passthrough: every decoded (or fps-filtered) frame once; the rawvideo muxer would otherwise
+    # make the output constant-rate, duplicating frames across the gaps of a variable-rate source.
+    cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     res = subprocess.run(cmd, capture_output=True)
     if res.returncode != 0:
         raise MediaError(f"{path}: decode failed ({res.stderr.decode(errors='replace').strip()[-300:]})")

@@ -1,7 +1,8 @@
 """Packed triplets -> model-ready tensors.
 
-Reads the WebDataset shards of one split, decodes the videos at the training resolution,
-takes ``frames`` frames every ``frame_stride``, and encodes everything once (codec latents,
+The WebDataset shards of one split are decoded at the training resolution by
+``pvtt.train.loader`` (``frames`` frames every ``frame_stride``); this module holds the
+decoded and encoded containers and encodes everything once (codec latents,
 reference-image tokens, caption tokens): the latent cache stage (``pvtt.latents``) stores
 the result, so the training loops read tensors, not videos.
 """
@@ -12,16 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from PIL import Image
-import io
 
 from ..io.video import read_frames
-from ..models.encoders import reference_to_tensor
 from ..models.sampler import Conditions
-from ..pack import iter_samples
 
 log = logging.getLogger(__name__)
 
@@ -69,35 +65,6 @@ def shard_paths(dataset_dir: str | Path, split: str) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"{dataset_dir}/shards: no '{split}' shards (is the dataset built?)")
     return paths
-
-
-def load_split(dataset_dir: str | Path, split: str, td: dict, limit: int | None = None) -> Triplets:
-    w, h, nf, stride = int(td["width"]), int(td["height"]), int(td["frames"]), int(td["frame_stride"])
-    ref_size = int(td["reference_size"])
-    idx_fn = lambda n: frame_indices(n, nf, stride)
-    rows = []
-    for shard in shard_paths(dataset_dir, split):
-        for s in iter_samples(shard):
-            rows.append(s)
-            if limit is not None and len(rows) >= limit:
-                break
-        if limit is not None and len(rows) >= limit:
-            break
-    if not rows:
-        raise ValueError(f"{dataset_dir}: split '{split}' has no samples")
-    log.info("decoding %d %s triplets at %dx%d, %d frames", len(rows), split, w, h, nf)
-    src, edi, msk, ref, rgba = [], [], [], [], []
-    for s in rows:
-        src.append(_video_tensor(s["source"], (w, h), idx_fn))
-        edi.append(_video_tensor(s["edited"], (w, h), idx_fn))
-        m = np.asarray(s["mask"])[idx_fn(len(s["mask"]))].astype(np.uint8)
-        m = np.stack([cv2.resize(fm, (w, h), interpolation=cv2.INTER_NEAREST) for fm in m])
-        msk.append(torch.from_numpy(m).float()[None])
-        im = np.asarray(Image.open(io.BytesIO(s["reference"])).convert("RGBA"))
-        rgba.append(im)
-        ref.append(reference_to_tensor(im, ref_size))
-    return Triplets([s["key"] for s in rows], torch.stack(src), torch.stack(edi), torch.stack(msk),
-                    torch.stack(ref), [s["caption"] for s in rows], rgba)
 
 
 @torch.no_grad()

@@ -19,9 +19,15 @@ def draw_batch(train, batch: int, cond_dropout: float, shift: float, g: torch.Ge
     """One flow-matching batch from encoded triplets: indices, CFG dropout of image and caption,
     noise levels and noise, drawn from ``g`` in this order (checkpoint resume relies on it)."""
     idx = torch.randint(0, len(train), (batch,), generator=g)
+    return noise_batch(train.target[idx], train.cond.select(idx), cond_dropout, shift, g)
+
+
+def noise_batch(x0: torch.Tensor, cond: Conditions, cond_dropout: float, shift: float, g: torch.Generator):
+    """CFG dropout, noise levels and noise for a batch whose samples are already chosen
+    (``draw_batch``, or a loader that decodes them: ``pvtt.train.loader``)."""
+    batch = x0.shape[0]
     keep = torch.rand(batch, generator=g) >= cond_dropout
-    cond = train.cond.select(idx).drop(keep)
-    x0 = train.target[idx]
+    cond = cond.drop(keep)
     sigma = sample_sigmas(batch, shift, g)
     noise = torch.randn(x0.shape, generator=g)
     return x0, cond, sigma, noise
