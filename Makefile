@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup run test test-fast bench-dag bench-train hpo dvc-yaml clean pull
+.PHONY: setup run test test-fast bench-dag bench-train bench-data hpo dvc-yaml clean pull
 
 $(STAMP): envs/requirements.txt envs/requirements-nodeps.txt envs/constraints.txt envs/setup.sh
 	bash envs/setup.sh
@@ -25,6 +25,10 @@ test-fast: setup
 
 bench-dag: setup
 	python -m pvtt.bench_dag
+
+# Data stages: shots + clips vs a bare ffmpeg decode+encode of the same videos; last line ratio=<stages/bare>.
+bench-data: setup
+	python -m pvtt.bench_data
 
 # Training throughput: data path alone vs full teacher step; last line loader_to_step=<ratio>.
 bench-train: setup

@@ -34,7 +34,7 @@ def _bare_transcode(src: Path, dst: Path, cfg: dict, vcfg: dict, threads: int) -
 
 
 def bench(n_videos: int, width: int, height: int, threads: int, params: dict, work: Path) -> dict:
-    params = {**params, "video": {**params["video"], "threads": threads}}
+    params = {**params, "video": {**params["video"], "threads": threads}}  # the encoder's threads, both sides
     sp = {**params["sample"], "n_videos": n_videos, "resolutions": [[width, height]]}
     t0 = time.perf_counter()
     manifest = sample.generate_sample(work / "sample", {**params, "sample": sp})
@@ -46,12 +46,15 @@ def bench(n_videos: int, width: int, height: int, threads: int, params: dict, wo
         raws.append(raw)
     seconds = sum(v["n_frames"] / v["fps"] for v in manifest["videos"])
 
-    t1 = time.perf_counter()
-    n_clips = 0
+    n_clips, shots_s, clips_s = 0, 0.0, 0.0
     for raw in raws:
-        shots.run(raw, work / "shots" / raw.name, params)
-        n_clips += len(clips.run(raw, work / "shots" / raw.name, work / "clips" / raw.name, params).get("clips", []))
-    stage_s = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        shots.run(raw, work / "shots" / raw.name, params, threads)
+        t2 = time.perf_counter()
+        n_clips += len(clips.run(raw, work / "shots" / raw.name, work / "clips" / raw.name, params, threads)
+                       .get("clips", []))
+        shots_s, clips_s = shots_s + t2 - t1, clips_s + time.perf_counter() - t2
+    stage_s = shots_s + clips_s
 
     (work / "bare").mkdir()
     t2 = time.perf_counter()
@@ -62,6 +65,7 @@ def bench(n_videos: int, width: int, height: int, threads: int, params: dict, wo
     return {"videos": n_videos, "size": f"{width}x{height}", "source_seconds": round(seconds, 1),
             "clips": n_clips, "clip_size": f"{params['clips']['width']}x{params['clips']['height']}",
             "threads": threads, "generate_s": round(gen_s, 1), "stages_s": round(stage_s, 2),
+            "shots_s": round(shots_s, 2), "clips_s": round(clips_s, 2),
             "bare_ffmpeg_s": round(bare_s, 2), "stages_video_s_per_s": round(stage_rate, 2),
             "bare_video_s_per_s": round(bare_rate, 2), "ratio": round(stage_rate / bare_rate, 3)}
 

@@ -54,7 +54,7 @@ from . import cli
 from .io.atomic import atomic_path
 from .io.jsonio import read_json, write_json
 from .io.rejects import Rejects
-from .io.video import BITEXACT, MediaError, ffmpeg_bin, probe
+from .io.video import BITEXACT, MediaError, ffmpeg_bin, mp4_video_facts
 
 log = logging.getLogger("pvtt.clips")
 
@@ -230,7 +230,7 @@ def _filter_chain(i: int, s: int, m: int, src_fps: Fraction, fps: Fraction, crop
             f"crop={cw}:{ch}:{x}:{y}:exact=1,scale={W}:{H}:flags=area,setsar=1,format=yuv420p[o{i}]")
 
 
-def cut_clips(src: Path, jobs: list[dict], out_dir: Path, cfg: dict, vcfg: dict) -> None:
+def cut_clips(src: Path, jobs: list[dict], out_dir: Path, cfg: dict, vcfg: dict, threads: int = 1) -> None:
     """Cut ``jobs`` (clips.json entries) from ``src`` into ``out_dir`` with one ffmpeg process. Raises MediaError."""
     fps = as_fraction(cfg["fps"])
     n = len(jobs)
@@ -241,8 +241,10 @@ def cut_clips(src: Path, jobs: list[dict], out_dir: Path, cfg: dict, vcfg: dict)
         chain = _filter_chain(i, c["src_start_frame"], c["src_n_frames"], src_fps, fps, c["crop"], c["width"],
                               c["height"])
         chains.append(chain.replace(f"[v{i}]", "[0:v:0]", 1) if n == 1 else chain)
-    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-threads", str(vcfg["threads"]),
-           "-i", str(src), "-filter_complex", ";".join(graph + chains)]
+    # Decoding and filtering use the job's threads (same frames whatever the count); the encoder
+    # uses video.threads, because x264's output bytes depend on its thread count.
+    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-threads", str(max(1, threads)),
+           "-filter_complex_threads", str(max(1, threads)), "-i", str(src), "-filter_complex", ";".join(graph + chains)]
     for i, c in enumerate(jobs):
         cmd += ["-map", f"[o{i}]", "-frames:v", str(c["n_frames"]), "-c:v", "libx264", "-preset", vcfg["preset"],
                 "-crf", str(vcfg["crf"]), "-pix_fmt", "yuv420p", "-threads", str(vcfg["threads"]), "-an",
@@ -289,7 +291,7 @@ def plan_clips(video: str, shots: dict, info: dict, cfg: dict, rejects: Rejects)
     return clips
 
 
-def run(raw: str | Path, shots_dir: str | Path, out: str | Path, params: dict) -> dict:
+def run(raw: str | Path, shots_dir: str | Path, out: str | Path, params: dict, threads: int = 1) -> dict:
     """Build ``out`` (clips/<id>/) from ``raw`` (raw/<id>/) and ``shots_dir``; return what clips.json holds."""
     cfg, vcfg = validate_params(params)
     raw, shots_dir = Path(raw), Path(shots_dir)
@@ -308,18 +310,18 @@ def run(raw: str | Path, shots_dir: str | Path, out: str | Path, params: dict) -
             for b in range(0, len(planned), BATCH):
                 batch = planned[b:b + BATCH]
                 try:
-                    cut_clips(src, batch, tmp, cfg, vcfg)
+                    cut_clips(src, batch, tmp, cfg, vcfg, threads)
                 except MediaError as e:
                     for c in batch:
                         rejects.add(c["id"], f"cut failed: {e}", video=video, shot=c["shot"])
                         (tmp / c["path"]).unlink(missing_ok=True)
                     continue
                 for c in batch:
-                    try:
-                        got = probe(tmp / c["path"])
-                        bad = (got.n_frames, got.width, got.height) != (c["n_frames"], c["width"], c["height"])
+                    try:  # our own mp4: its index is exact, and reading it costs no process
+                        got = mp4_video_facts(tmp / c["path"])
+                        bad = got != (c["n_frames"], c["width"], c["height"])
                         detail = f"expected {c['n_frames']} frames {c['width']}x{c['height']}, got " \
-                                 f"{got.n_frames} frames {got.width}x{got.height}"
+                                 f"{got[0]} frames {got[1]}x{got[2]}"
                     except MediaError as e:
                         bad, detail = True, str(e)
                     if bad:
@@ -344,8 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--raw", required=True, help="ingested video directory, e.g. work/raw/<id>")
     ap.add_argument("--shots", required=True, help="shots directory, e.g. work/shots/<id>")
     ap.add_argument("--out", required=True, help="output directory, e.g. work/clips/<id>")
+    ap.add_argument("--threads", type=int, default=1, help="decoder/filter threads (the rule's threads)")
     args = ap.parse_args(argv)
-    run(args.raw, args.shots, args.out, args.params)
+    run(args.raw, args.shots, args.out, args.params, args.threads)
 
 
 if __name__ == "__main__":  # pragma: no cover

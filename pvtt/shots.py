@@ -151,7 +151,7 @@ def process_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width / factor)), max(1, round(height / factor))
 
 
-def iter_frames_bgr(path: Path, size: tuple[int, int]) -> Iterator[np.ndarray]:
+def iter_frames_bgr(path: Path, size: tuple[int, int], threads: int = 1) -> Iterator[np.ndarray]:
     """Stream every decoded frame of ``path`` as BGR uint8 (H, W, 3), in decode (presentation) order.
 
     One frame at a time through a pipe (memory does not grow with the video's length); every
@@ -161,7 +161,7 @@ def iter_frames_bgr(path: Path, size: tuple[int, int]) -> Iterator[np.ndarray]:
     display size that probe() reports).
     """
     w, h = size
-    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", "1", "-i", str(path),
+    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", str(max(1, threads)), "-i", str(path),
            "-map", "0:v:0", "-vf", f"scale={w}:{h}:flags=bilinear", "-fps_mode", "passthrough",
            "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -191,20 +191,23 @@ def shots_from_cuts(cuts: list[int], n_frames: int, fps: float) -> list[dict]:
             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 
-def detect_shots(video: str | Path, params: dict) -> dict:
-    """Detect the shots of one video file; return {"fps", "n_frames", "cuts", "shots"}. Raises MediaError."""
+def detect_shots(video: str | Path, params: dict, threads: int = 1) -> dict:
+    """Detect the shots of one video file; return {"fps", "n_frames", "cuts", "shots"}. Raises MediaError.
+
+    ``threads``: the job's threads, given to the decoder (the frames, hence the cuts, do not
+    depend on it)."""
     cfg = validate_params(params)
     video = Path(video)
     info = probe(video, count_frames=False)
     fps = Fraction(info.fps).limit_denominator(1001)
     det = get_detector(cfg)
-    cuts, n = det.detect(iter_frames_bgr(video, process_size(info.width, info.height)), fps)
+    cuts, n = det.detect(iter_frames_bgr(video, process_size(info.width, info.height), threads), fps)
     if n == 0:
         raise MediaError(f"{video}: decoded no frames")
     return {"fps": round(info.fps, 6), "n_frames": n, "cuts": cuts, "shots": shots_from_cuts(cuts, n, info.fps)}
 
 
-def run(raw: str | Path, out: str | Path, params: dict) -> dict:
+def run(raw: str | Path, out: str | Path, params: dict, threads: int = 1) -> dict:
     """Build ``out`` (shots/<id>/) from ``raw`` (raw/<id>/); return what shots.json holds."""
     cfg = validate_params(params)
     raw = Path(raw)
@@ -218,7 +221,7 @@ def run(raw: str | Path, out: str | Path, params: dict) -> dict:
         log.info("%s: skipped (ingest status %s)", vid, info.get("status"))
     else:
         try:
-            result.update(detect_shots(raw / "video.mp4", {"shots": cfg}))
+            result.update(detect_shots(raw / "video.mp4", {"shots": cfg}, threads))
         except MediaError as e:
             reason = f"unreadable video: {e}"
             result.update(status="rejected", reason=reason)
@@ -237,8 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = cli.parser("Detect the shots (hard cuts) of one ingested video.")
     ap.add_argument("--raw", required=True, help="ingested video directory, e.g. work/raw/<id>")
     ap.add_argument("--out", required=True, help="output directory, e.g. work/shots/<id>")
+    ap.add_argument("--threads", type=int, default=1, help="decoder threads (the rule's threads)")
     args = ap.parse_args(argv)
-    run(args.raw, args.out, args.params)
+    run(args.raw, args.out, args.params, args.threads)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,10 +52,11 @@ rule shots:
         p=P("shots"),
     log:
         f"{W}/logs/shots/{{video}}.log",
+    threads: RES("default")["cpus_per_task"]  # decoder/filter threads; x264 keeps video.threads (bytes)
     resources:
         **RES("default"),
     shell:
-        "{PY} scripts/shots.py --params {params.p:q} --raw {input.raw} --out {output} > {log} 2>&1"
+        "{PY} scripts/shots.py --params {params.p:q} --raw {input.raw} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule clips:
@@ -69,10 +70,11 @@ rule clips:
         p=P("clips"),
     log:
         f"{W}/logs/clips/{{video}}.log",
+    threads: RES("default")["cpus_per_task"]  # decoder/filter threads; x264 keeps video.threads (bytes)
     resources:
         **RES("default"),
     shell:
-        "{PY} scripts/clips.py --params {params.p:q} --raw {input.raw} --shots {input.shots} --out {output} > {log} 2>&1"
+        "{PY} scripts/clips.py --params {params.p:q} --raw {input.raw} --shots {input.shots} --out {output} --threads {threads} > {log} 2>&1"
 
 
 def product_source(wildcards):

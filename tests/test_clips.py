@@ -216,3 +216,16 @@ def test_invalid_params_name_the_key(key, val):
     params[sect][k] = val
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         C.validate_params(params)
+
+
+def test_mp4_index_facts_match_ffprobe(tmp_path):
+    """clips checks every cut from the mp4's own index (no ffprobe process per clip)."""
+    from pvtt.io.video import MediaError, mp4_video_facts, probe, write_video
+
+    frames = np.zeros((7, 18, 32, 3), np.uint8)
+    write_video(tmp_path / "c.mp4", frames, 24)
+    info = probe(tmp_path / "c.mp4")
+    assert mp4_video_facts(tmp_path / "c.mp4") == (info.n_frames, info.width, info.height) == (7, 32, 18)
+    (tmp_path / "bad.mp4").write_bytes((tmp_path / "c.mp4").read_bytes()[:40])
+    with pytest.raises(MediaError, match="no readable mp4 video index"):
+        mp4_video_facts(tmp_path / "bad.mp4")

@@ -567,3 +567,32 @@ def test_keep_downloads_reuses_the_complete_file(srv, tmp_path):
     assert kept.read_bytes() == srv.files["/v/good.mp4"]
     assert ingest.run(m, "v1", tmp_path / "o2", params)["status"] == "ok"
     assert len(srv.log) == 1                                           # the second run did not download again
+
+
+def test_product_view_from_url(srv, tmp_path):
+    """Product views may be URLs too: downloaded the same way, refused schemes rejected per view."""
+    import io
+
+    import numpy as np
+
+    from PIL import Image
+
+    from pvtt import products
+
+    img = np.full((40, 60, 3), 255, np.uint8)
+    img[10:30, 20:40] = (200, 30, 30)                      # a red product on white
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    srv.files["/p/front.png"] = buf.getvalue()
+    d = tmp_path / "data"
+    d.mkdir()
+    m = d / "manifest.json"
+    m.write_text(json.dumps({"videos": [], "products": [{"id": "p1", "category": "box", "views": [
+        {"view": "front", "path": srv.url("/p/front.png")}, {"view": "side", "path": "ftp://example.com/side.png"}]}]}))
+    params = {"products": {"backend": "white_matting"}, **url_params(tmp_path)}
+    res = products.run(m, "p1", tmp_path / "out", params)
+    assert [v["view"] for v in res["views"]] == ["front"]
+    assert res["views"][0]["width"] >= 20 and res["views"][0]["source"] == srv.url("/p/front.png")
+    rows = read_jsonl(tmp_path / "out" / "rejects.jsonl")
+    assert [r["item"] for r in rows] == ["p1/side"] and rows[0]["reason"].startswith("refused source")
+    assert not [p for p in (tmp_path / "dl").iterdir() if p.suffix != ".lock"]   # the download is not kept

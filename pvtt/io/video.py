@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
@@ -223,6 +224,50 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
 
 # Flags that keep encoder output free of timestamps, tool versions and source metadata.
 BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", "-map_chapters", "-1"]
+
+
+def _boxes(buf: bytes, start: int, end: int):
+    """(type, payload start, payload end) of the ISO-BMFF boxes in buf[start:end]."""
+    i = start
+    while i + 8 <= end:
+        size, kind = struct.unpack(">I4s", buf[i:i + 8])
+        head = 8
+        if size == 1:
+            size, head = struct.unpack(">Q", buf[i + 8:i + 16])[0], 16
+        elif size == 0:
+            size = end - i
+        if size < head or i + size > end:
+            raise MediaError("corrupt mp4 box")
+        yield kind.decode("latin-1"), i + head, i + size
+        i += size
+
+
+def mp4_video_facts(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(frames, width, height) of the first video track of an mp4, from its index alone.
+
+    For files this build just wrote (clips): ~100x cheaper than an ffprobe process, which
+    matters when a stage checks every clip it cut. Raises MediaError when there is no index.
+    """
+    path = Path(path)
+    buf = path.read_bytes()
+    try:
+        moov = next((a, b) for k, a, b in _boxes(buf, 0, len(buf)) if k == "moov")
+        for k, a, b in _boxes(buf, *moov):
+            if k != "trak":
+                continue
+            sub = {k2: (a2, b2) for k2, a2, b2 in _boxes(buf, a, b)}
+            mdia = {k2: (a2, b2) for k2, a2, b2 in _boxes(buf, *sub["mdia"])}
+            if buf[mdia["hdlr"][0] + 8:mdia["hdlr"][0] + 12] != b"vide":
+                continue
+            tkhd_end = sub["tkhd"][1]
+            w, h = (v >> 16 for v in struct.unpack(">II", buf[tkhd_end - 8:tkhd_end]))
+            minf = {k2: (a2, b2) for k2, a2, b2 in _boxes(buf, *mdia["minf"])}
+            stbl = {k2: (a2, b2) for k2, a2, b2 in _boxes(buf, *minf["stbl"])}
+            n = struct.unpack(">I", buf[stbl["stsz"][0] + 8:stbl["stsz"][0] + 12])[0]
+            return int(n), int(w), int(h)
+    except (StopIteration, KeyError, struct.error, MediaError):
+        pass
+    raise MediaError(f"{path}: no readable mp4 video index")
 
 
 def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
