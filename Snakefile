@@ -28,13 +28,15 @@ PARTITION = config["resources"].get("partition", "")
 PART = {"slurm_partition": PARTITION} if PARTITION else {}
 
 
-def P(rule):
-    """The params a rule reads, as one JSON string (Snakemake reruns the rule when it changes).
-
-    A value holding "{name}" (masks.prompt "a {category}.") would be read as a wildcard in a
-    params string: such a string goes through a function, which Snakemake does not expand."""
-    s = wf.rule_params_json(config, rule)
+def LITERAL(s):
+    """A params string passed as it is: one holding "{name}" (masks.prompt "a {category}.")
+    would be read as a wildcard, so it goes through a function, which Snakemake does not expand."""
     return (lambda wildcards: s) if re.search(r"\{\s*\w+\s*\}", s) else s
+
+
+def P(rule):
+    """The params a rule reads, as one JSON string (Snakemake reruns the rule when it changes)."""
+    return LITERAL(wf.rule_params_json(config, rule))
 
 
 def CODE(rule):

@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 
 from . import clips, ingest, sample, shots
-from .io.video import BITEXACT, ffmpeg_bin
+from .io.video import ffmpeg_bin, x264_args
 from .params import load
+
 
 def _bare_transcode(src: Path, dst: Path, cfg: dict, vcfg: dict, threads: int) -> None:
     """Decode the whole video and encode it as the clips stage encodes (size, fps, x264 settings)."""
     cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-threads", str(threads), "-i", str(src),
            "-vf", f"fps={cfg['fps']},scale={cfg['width']}:{cfg['height']}:flags=area", "-an",
-           "-c:v", "libx264", "-crf", str(vcfg["crf"]), "-preset", str(vcfg["preset"]), "-threads", str(threads),
-           "-pix_fmt", "yuv420p", *BITEXACT, str(dst)]
+           *x264_args(vcfg["crf"], vcfg["preset"], vcfg["threads"]), str(dst)]
     subprocess.run(cmd, check=True)
 
 

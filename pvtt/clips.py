@@ -54,7 +54,7 @@ from . import cli
 from .io.atomic import atomic_path
 from .io.jsonio import read_json, write_json
 from .io.rejects import Rejects
-from .io.video import BITEXACT, MediaError, ffmpeg_bin, mp4_video_facts
+from .io.video import MediaError, ffmpeg_bin, mp4_video_facts, x264_args
 
 log = logging.getLogger("pvtt.clips")
 
@@ -246,9 +246,8 @@ def cut_clips(src: Path, jobs: list[dict], out_dir: Path, cfg: dict, vcfg: dict,
     cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-threads", str(max(1, threads)),
            "-filter_complex_threads", str(max(1, threads)), "-i", str(src), "-filter_complex", ";".join(graph + chains)]
     for i, c in enumerate(jobs):
-        cmd += ["-map", f"[o{i}]", "-frames:v", str(c["n_frames"]), "-c:v", "libx264", "-preset", vcfg["preset"],
-                "-crf", str(vcfg["crf"]), "-pix_fmt", "yuv420p", "-threads", str(vcfg["threads"]), "-an",
-                *BITEXACT, "-f", "mp4", str(out_dir / c["path"])]
+        cmd += ["-map", f"[o{i}]", "-frames:v", str(c["n_frames"]), "-an",
+                *x264_args(vcfg["crf"], vcfg["preset"], vcfg["threads"]), "-f", "mp4", str(out_dir / c["path"])]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         tail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"ffmpeg exit {res.returncode}"

@@ -30,8 +30,8 @@ from .io.jsonio import write_json
 from .manifest import write_manifest
 from .models.bundle import components_from_params, encoders_for
 from .models.sampler import Conditions
-from .train.data import Encoded, encode, shard_paths
-from .train.loader import load_all
+from .train.data import Encoded, encode
+from .train.loader import load_all, shard_paths
 from .phases import phase1_spec
 
 log = logging.getLogger(__name__)

@@ -87,21 +87,20 @@ def temporal_ious(frames: np.ndarray, masks: np.ndarray) -> list[float]:
     return out
 
 
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """The mask's inner boundary pixels (outside the frame counts as background)."""
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return mask & ~inner.astype(bool)
+
+
 def border_fraction(mask: np.ndarray) -> float:
     """Fraction of the mask's boundary pixels that lie on the outermost ring of the frame."""
     if not mask.any():
         return 0.0
-    m = mask.astype(np.uint8)
-    inner = cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    boundary = mask & ~inner.astype(bool)
+    boundary = _boundary(mask)
     ring = np.zeros_like(mask)
     ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
     return float((boundary & ring).sum() / max(boundary.sum(), 1))
-
-
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return mask & ~inner.astype(bool)
 
 
 def edge_contrast(frame: np.ndarray, mask: np.ndarray) -> float | None:

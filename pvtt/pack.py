@@ -420,7 +420,7 @@ def run(params: dict, work: str | Path, pairs_dir: str | Path, synth_dirs: list[
         card = build_card(work, pairs, synth_docs, scores, decisions, packed, all_rejects, params_read, pairs_summary)
         card["shards"] = shard_files
         card["splits_by_video"] = {sp: sorted(v for v, s in splits.items() if s == sp) for sp in SPLITS}
-        # Lazy imports: the trainers import this module for iter_samples, not the index or the plots.
+        # Lazy imports: the trainers import this module (the shard layout, MEMBERS), not the index or the plots.
         from .dataset_card import write_card_media
         from .dataset_index import build_dataset_index
 

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .models.encoders import IMAGENET_MEAN, IMAGENET_STD
+
 OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CHUNK = 16  # frames per forward pass: bounds memory for full-resolution videos
 
 

@@ -29,9 +29,8 @@ rule pack:
         p=P("pack"),
         synth=expand(f"{W}/synth/shard-{{shard}}", shard=SHARDS),
         filters=expand(f"{W}/filter/shard-{{shard}}", shard=SHARDS),
-        # what every dataset rule read (all already params of the DVC stage `dataset`), for the dataset index;
-        # a function, so that braces in param values are not taken for wildcards
-        stages=lambda wildcards: wf.dataset_params_json(config),
+        # what every dataset rule read (all already params of the DVC stage `dataset`), for the dataset index
+        stages=LITERAL(wf.dataset_params_json(config)),
     log:
         f"{W}/logs/pack.log",
     resources:

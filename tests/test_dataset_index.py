@@ -265,7 +265,7 @@ def test_cli(built, st):
 
 def test_pack_rule_records_every_dataset_rules_params():
     # The rule passes what every dataset rule read; pack's code list names what pack runs, and the
-    # trainers (which import pvtt.pack for iter_samples) do not load the index or the plots.
+    # trainers (which import pvtt.pack for the shard layout) do not load the index or the plots.
     smk = (ROOT / "rules" / "pack.smk").read_text()
     assert "--stage-params {params.stages:q}" in smk and "wf.dataset_params_json(config)" in smk
     assert {"pvtt/dataset_index.py", "pvtt/dataset_card.py", "pvtt/index.py"} <= set(RULES["pack"].code_files())

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pvtt.pack import iter_samples
-from pvtt.train.data import _video_tensor, frame_indices, shard_paths
-from pvtt.train.loader import ShardDataset, StepBatches, batch_indices, load_all
+from pvtt.train.data import frame_indices
+from pvtt.train.loader import ShardDataset, StepBatches, batch_indices, load_all, shard_paths, video_tensor
 from test_checkpoint import TD, Crash, assert_same_artifact, crash_after, make_tiny_dataset, teacher_params
 
 
@@ -29,7 +29,7 @@ def test_worker_processes_decode_what_the_shards_hold(dataset):
     # Against a plain sequential read of the tar: same bytes decoded the same way.
     first = next(iter_samples(shard_paths(dataset, "train")[0]))
     idx = lambda n: frame_indices(n, TD["frames"], TD["frame_stride"])  # noqa: E731
-    assert torch.equal(one.edited[0], _video_tensor(first["edited"], (TD["width"], TD["height"]), idx))
+    assert torch.equal(one.edited[0], video_tensor(first["edited"], (TD["width"], TD["height"]), idx))
     assert one.captions[0] == first["caption"]
     assert len(load_all(dataset, "val", TD, limit=1)) == 1
 

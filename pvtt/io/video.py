@@ -202,6 +202,13 @@ def read_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, fp
     return np.frombuffer(res.stdout[: n * frame_bytes], dtype=np.uint8).reshape(n, h, w, 3).copy()
 
 
+def x264_args(crf: int, preset: str, threads: int) -> list[str]:
+    """The H.264 output settings of every video this build writes (yuv420p, bit-exact); the
+    bytes depend on all three values, the thread count included."""
+    return ["-c:v", "libx264", "-preset", str(preset), "-crf", str(crf), "-pix_fmt", "yuv420p",
+            "-threads", str(threads), *BITEXACT]
+
+
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 17,
                 preset: str = "medium", threads: int = 1) -> None:
     """Encode (N, H, W, 3) uint8 RGB frames as H.264 yuv420p mp4, byte-reproducibly and atomically."""
@@ -215,8 +222,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
     with atomic_path(path) as tmp:
         cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{w}x{h}", "-r", f"{Fraction(fps).limit_denominator(1001)}", "-i", "-",
-               "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-               "-threads", str(threads), *BITEXACT, "-f", "mp4", str(tmp)]
+               *x264_args(crf, preset, threads), "-f", "mp4", str(tmp)]
         res = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
         if res.returncode != 0:
             raise MediaError(f"{path}: encode failed ({res.stderr.decode(errors='replace').strip()[-300:]})")

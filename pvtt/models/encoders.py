@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 from .weights import require_weights
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 IMAGE_TOKENS = 257
 IMAGE_DIM = 1280
 
@@ -88,7 +90,7 @@ class Dinov2ImageEncoder(nn.Module):
     CLS + patch tokens at 224 px (257 tokens for patch 14), as the reference-image tokens."""
 
     SIZE = 224
-    MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as DINOv2 was trained
+    MEAN, STD = IMAGENET_MEAN, IMAGENET_STD  # as DINOv2 was trained
 
     def __init__(self, path: str | None = None, model: nn.Module | None = None):
         super().__init__()

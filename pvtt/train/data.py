@@ -9,14 +9,11 @@ the result, so the training loops read tensors, not videos.
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..io.video import read_frames
 from ..models.sampler import Conditions
 
 log = logging.getLogger(__name__)
@@ -49,22 +46,6 @@ class Encoded:
 def frame_indices(n: int, frames: int, stride: int) -> list[int]:
     """``frames`` indices every ``stride`` of an ``n``-frame clip, repeating the last when it is short."""
     return [min(i * stride, n - 1) for i in range(frames)]
-
-
-def _video_tensor(data: bytes, size: tuple[int, int], idx_fn) -> torch.Tensor:
-    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
-        f.write(data)
-        f.flush()
-        frames = read_frames(f.name, size=size)
-    frames = frames[idx_fn(len(frames))]
-    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-
-
-def shard_paths(dataset_dir: str | Path, split: str) -> list[Path]:
-    paths = sorted((Path(dataset_dir) / "shards").glob(f"{split}-*.tar"))
-    if not paths:
-        raise FileNotFoundError(f"{dataset_dir}/shards: no '{split}' shards (is the dataset built?)")
-    return paths
 
 
 @torch.no_grad()

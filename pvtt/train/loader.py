@@ -22,6 +22,7 @@ import hashlib
 import io
 import logging
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -30,12 +31,29 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..io.video import read_frames
 from ..models.encoders import reference_to_tensor
-from .data import Triplets, _video_tensor, frame_indices, shard_paths
+from ..pack import MEMBERS
+from .data import Triplets, frame_indices
 
 log = logging.getLogger(__name__)
 
-MEMBERS = ("source.mp4", "edited.mp4", "mask.npy", "reference.png", "caption.txt")
+
+def shard_paths(dataset_dir: str | Path, split: str) -> list[Path]:
+    paths = sorted((Path(dataset_dir) / "shards").glob(f"{split}-*.tar"))
+    if not paths:
+        raise FileNotFoundError(f"{dataset_dir}/shards: no '{split}' shards (is the dataset built?)")
+    return paths
+
+
+def video_tensor(data: bytes, size: tuple[int, int], idx_fn) -> torch.Tensor:
+    """An mp4's bytes -> (3, F, H, W) in [-1, 1] at ``size``, frames ``idx_fn(n)``."""
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+        f.write(data)
+        f.flush()
+        frames = read_frames(f.name, size=size)
+    frames = frames[idx_fn(len(frames))]
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
 def index_shard(path: Path) -> dict[str, dict[str, tuple[int, int]]]:
@@ -86,7 +104,7 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         si, key, members = self.items[i]
-        raw = {ext: self._read(si, span) for ext, span in members.items() if ext in MEMBERS}
+        raw = {ext: self._read(si, members[ext]) for ext in MEMBERS if ext != "json"}  # json: metadata, unused
         td = self.td
         size = (td["width"], td["height"])
         idx_fn = lambda n: frame_indices(n, td["frames"], td["frame_stride"])  # noqa: E731
@@ -95,8 +113,8 @@ class ShardDataset(torch.utils.data.Dataset):
         m = np.stack([cv2.resize(fm, size, interpolation=cv2.INTER_NEAREST) for fm in m])
         rgba = np.asarray(Image.open(io.BytesIO(raw["reference.png"])).convert("RGBA"))
         return {"key": key, "caption": raw["caption.txt"].decode("utf-8"),
-                "source": _video_tensor(raw["source.mp4"], size, idx_fn),
-                "edited": _video_tensor(raw["edited.mp4"], size, idx_fn),
+                "source": video_tensor(raw["source.mp4"], size, idx_fn),
+                "edited": video_tensor(raw["edited.mp4"], size, idx_fn),
                 "mask": torch.from_numpy(m).float()[None],
                 "reference": reference_to_tensor(rgba, td["reference_size"]),
                 "reference_rgba": rgba}
