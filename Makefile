@@ -5,9 +5,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup run test test-fast bench-dag bench-train bench-data hpo dvc-yaml clean pull
+.PHONY: setup run test test-fast lint bench-dag bench-train bench-data hpo dvc-yaml clean pull
 
-$(STAMP): envs/requirements.txt envs/requirements-nodeps.txt envs/constraints.txt envs/setup.sh
+$(STAMP): pyproject.toml envs/requirements-nodeps.txt envs/constraints.txt envs/setup.sh
 	bash envs/setup.sh
 	touch $@
 
@@ -23,17 +23,25 @@ test: setup
 test-fast: setup
 	python -m pytest -q -m "not e2e"
 
+# What pre-commit runs (.pre-commit-config.yaml): ruff (lint + import order), snakefmt, snakemake --lint,
+# and dvc.yaml against the workflow tables.
+lint: setup
+	ruff check .
+	snakefmt --check Snakefile rules
+	snakemake --lint --cores 1
+	python -m genbuild.dvcgen --check
+
 bench-dag: setup
-	python -m pvtt.bench_dag
+	python -m pvtt.bench.dag
 
 # Data stages: shots + clips vs a bare ffmpeg decode+encode of the same videos; last line ratio=<stages/bare>.
 bench-data: setup
-	python -m pvtt.bench_data
+	python -m pvtt.bench.data
 
 # Training throughput: data path alone vs full teacher step; last line loader_to_step=<ratio>.
 bench-train: setup
 	snakemake --cores $(CORES) --profile profiles/local artifacts/latents
-	python -m pvtt.bench_train
+	python -m pvtt.bench.train
 
 # Optional: Optuna search over the teacher's lr/batch/accumulation/warm-up on the sample's latents.
 hpo: setup
@@ -41,7 +49,7 @@ hpo: setup
 	@cat work/hpo/best_params.yaml
 
 dvc-yaml: setup
-	python -m pvtt.dvcgen
+	python -m genbuild.dvcgen
 
 clean:
 	rm -rf work artifacts .snakemake
@@ -54,4 +62,4 @@ test-slurm: setup
 	bash tests_slurm/run.sh
 
 pull: setup
-	python -m pvtt.versions pull
+	python -m genbuild.versions pull

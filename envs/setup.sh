@@ -19,8 +19,9 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 echo "setup: installing pinned Python packages into .venv (torch $(grep '^torch==' envs/constraints.txt | cut -d= -f3))"
 # sam2 ships as an sdist: SAM2_BUILD_CUDA=0 skips its optional CUDA post-processing kernel.
-SAM2_BUILD_CUDA=0 .venv/bin/pip install -q --disable-pip-version-check -r envs/requirements.txt -c envs/constraints.txt
+# The project itself, editable, with its pinned dependencies (pyproject.toml) and the dev tools.
+SAM2_BUILD_CUDA=0 .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]" -c envs/constraints.txt
 # pyiqa (MUSIQ) without its ~700 MB of dependencies (bitsandbytes, datasets, ...): the MUSIQ
 # architecture needs only what the line above installs.
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -r envs/requirements-nodeps.txt -c envs/constraints.txt
-.venv/bin/python -c 'import torch, torchvision, diffsynth, cv2, scenedetect, snakemake, dvc, onnxruntime; print("setup: ok, torch", torch.__version__, "torchvision", torchvision.__version__)'
+.venv/bin/python -c 'import torch, torchvision, diffsynth, cv2, scenedetect, snakemake, dvc, onnxruntime, genbuild, pvtt; print("setup: ok, torch", torch.__version__, "torchvision", torchvision.__version__)'

@@ -1,11 +1,5 @@
-#!/usr/bin/env python
-"""Stage 'filter': see pvtt/filters.py."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pvtt.filters import main  # noqa: E402
+"""Entry point of the filter stage (rules/pvtt/); the logic is in pvtt.filter.filter."""
+from pvtt.filter.filter import main
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,5 @@
-#!/usr/bin/env python
-"""Stage 'review': see pvtt/review.py."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pvtt.review import main  # noqa: E402
+"""Entry point of the review stage (rules/pvtt/); the logic is in pvtt.filter.review."""
+from pvtt.filter.review import main
 
 if __name__ == "__main__":
     main()

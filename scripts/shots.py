@@ -1,10 +1,5 @@
-"""Entry point of the shots stage (rules/shots.smk); the logic lives in pvtt/shots.py."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pvtt.shots import main  # noqa: E402
+"""Entry point of the shots stage (rules/pvtt/); the logic is in pvtt.data.shots."""
+from pvtt.data.shots import main
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPY_DIRS = ["pvtt", "rules", "scripts", "schemas", "configs", "profiles", "envs", ".dvc"]
+COPY_DIRS = ["genbuild", "pvtt", "rules", "scripts", "schemas", "configs", "profiles", "envs", ".dvc"]
 COPY_FILES = ["Snakefile", "params.yaml", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
 
 
@@ -29,7 +29,9 @@ def env() -> dict:
 
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 1500,
         extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True, timeout=timeout,
+    # A repo copy runs its own packages (PYTHONPATH beats the editable install of this checkout).
+    own = {"PYTHONPATH": str(cwd)} if (Path(cwd) / "genbuild").is_dir() else {}
+    res = subprocess.run(cmd, cwd=cwd, env={**env(), **own, **(extra_env or {})}, capture_output=True, text=True, timeout=timeout,
                          shell=isinstance(cmd, str))
     if check and res.returncode != 0:
         raise AssertionError(f"{cmd} failed ({res.returncode}):\nSTDOUT:\n{res.stdout[-4000:]}\nSTDERR:\n{res.stderr[-6000:]}")
@@ -37,7 +39,8 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 1500
 
 
 def make_repo(dest: Path, overlay: dict | None = None, preset: str = "ci") -> Path:
-    """Copy the project into ``dest`` (a new git repo), with params.yaml = params + configs/<preset> + overlay."""
+    """Copy the project into ``dest`` (a new git repo), with params.yaml = params + configs/<preset> + overlay
+    (an overlay names keys as params.yaml does: ``{"pvtt": {"data": ...}}``)."""
     dest.mkdir(parents=True, exist_ok=True)
     for d in COPY_DIRS:
         if (ROOT / d).exists():
@@ -45,14 +48,14 @@ def make_repo(dest: Path, overlay: dict | None = None, preset: str = "ci") -> Pa
     for f in COPY_FILES:
         if (ROOT / f).exists():
             shutil.copy2(ROOT / f, dest / f)
-    from pvtt.params import deep_merge
+    from genbuild.params import deep_merge
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     if preset:
         params = deep_merge(params, yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text()))
     params = deep_merge(params, overlay or {})
     write_params(dest, params)
-    run([sys.executable, "-m", "pvtt.dvcgen"], dest)
+    run([sys.executable, "-m", "genbuild.dvcgen"], dest)
     run(["git", "init", "-q"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "test copy"], dest)
@@ -87,4 +90,4 @@ def dvc_ran_stages(output: str) -> list[str]:
 
 def dvc_changed_stages(status_output: str) -> list[str]:
     """Stage names that `dvc status` reports (lines 'name:' at column 0)."""
-    return [l[:-1] for l in status_output.splitlines() if re.match(r"^[A-Za-z0-9_]+:$", l)]
+    return [line[:-1] for line in status_output.splitlines() if re.match(r"^[A-Za-z0-9_]+:$", line)]

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "tests"))  # the e2e helpers (not a package)
 
 from e2e_helpers import env, make_repo, snakemake_jobs  # noqa: E402
 
@@ -51,6 +51,7 @@ def run_snakemake(repo: Path, cluster: Path, out_path: Path) -> tuple[int, str]:
     """The command users type, from the copy's root; output to out_path, progress to stdout."""
     cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", "all", "--profile", "slurm", TARGET]
     e = env()
+    e["PYTHONPATH"] = str(repo)  # the copy's own packages, in this process's jobs too (sbatch exports the env)
     e["SLURM_CONF"] = str(cluster / "slurm.conf")  # /etc/slurm/slurm.conf links there too (jobs need it)
     say(f"running in {repo}: {' '.join(['snakemake'] + cmd[1:])}")
     t0 = time.time()

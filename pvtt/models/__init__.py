@@ -1,1 +1,1 @@
-"""Model classes of the PVTT family: latent codecs, condition encoders, the Wan-based DiT, samplers."""
+"""Model classes of the PVTT family: latent codecs, condition encoders, the Wan-based DiT, its conditioning."""

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .dit import PVTTDiT
-from .weights import require_weights
+from pvtt.models.dit import PVTTDiT
+from genbuild.weights import require_weights
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from .codec import Codec, build_codec
-from .dit import PRESETS, PVTTDiT, build_dit, read_config
-from .encoders import build_image_encoder, build_text_encoder, image_token_dim
+from pvtt.models.codec import Codec, build_codec
+from pvtt.models.dit import PRESETS, PVTTDiT, build_dit, read_config
+from pvtt.models.encoders import build_image_encoder, build_text_encoder, image_token_dim
 
 
 @dataclass

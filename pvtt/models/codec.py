@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 
-from .weights import require_weights
+from genbuild.weights import require_weights
 
 
 class Codec(ABC):

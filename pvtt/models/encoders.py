@@ -18,9 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .weights import require_weights
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from genbuild.metrics.learned import IMAGENET_MEAN, IMAGENET_STD
+from genbuild.weights import require_weights
 
 IMAGE_TOKENS = 257
 IMAGE_DIM = 1280

@@ -3,7 +3,7 @@
 The WebDataset shards of one split are decoded at the training resolution by
 ``pvtt.train.loader`` (``frames`` frames every ``frame_stride``); this module holds the
 decoded and encoded containers and encodes everything once (codec latents,
-reference-image tokens, caption tokens): the latent cache stage (``pvtt.latents``) stores
+reference-image tokens, caption tokens): the latent cache stage (``pvtt.train.latents``) stores
 the result, so the training loops read tensors, not videos.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..models.sampler import Conditions
+from pvtt.models.conditions import Conditions
 
 log = logging.getLogger(__name__)
 

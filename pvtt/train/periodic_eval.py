@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import metrics as M
-from ..models.sampler import sample
-from ..media import side_by_side, to_uint8
-from .flow import fixed_loss
+from genbuild.media import side_by_side, to_uint8
+from genbuild.metrics import classical as M
+from genbuild.train.flow import fixed_loss, sample
 
 COLUMNS = ("step", "val_loss", "psnr", "ssim", "bg_psnr")
 

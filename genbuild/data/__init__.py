@@ -1,0 +1,1 @@
+"""Dataset containers: WebDataset shard writing and the worker-decoding loader."""

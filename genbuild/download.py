@@ -1,0 +1,265 @@
+"""Resumable http(s) downloads for the ingest stage (stdlib ``urllib`` only).
+
+A URL is fetched into a stable cache directory (``ingest.download_dir``, default
+``work/downloads``), never into a job's temporary output, so that the bytes received so far
+survive a failed attempt, a killed job and a new run::
+
+    <key>.part        bytes received so far; key = sha256 of the URL (hex)
+    <key>.part.json   {"url", "validator"}: ETag (strong) or Last-Modified of the response that
+                      started the .part, sent as If-Range when resuming
+    <key><suffix>     the complete file (suffix of the URL's path, e.g. ".mp4"), renamed
+                      atomically from <key>.part once every byte is in and its sha256 checked
+    <key>.lock        an empty file, flock()ed while a process downloads that URL (two jobs
+                      with the same URL wait for each other instead of writing one .part twice)
+
+An attempt with a non-empty ``.part`` sends ``Range: bytes=N-`` (and ``If-Range``): a ``206``
+whose ``Content-Range`` starts at N is appended, a ``200`` (server without ranges, or the
+resource changed) restarts from byte 0, a ``416`` with the full size equal to N means the
+``.part`` was already complete. Connection errors, timeouts (``timeout`` seconds per socket
+operation), short bodies and HTTP 408/425/429/5xx are retried ``retries`` times with
+exponential backoff (``backoff * 2**k`` seconds); other HTTP errors (404, 403, ...) and
+redirects to a scheme other than http/https fail at once. A sha256 that does not match
+``expected_sha256`` deletes the ``.part`` (resuming it would only reproduce the mismatch).
+
+The caller owns the complete file: pvtt/data/ingest.py links it into its output and then removes
+it (unless ``ingest.keep_downloads``); a complete file found at the start of a run (a job killed
+after the download) is reused when it matches ``expected_sha256`` (or when none is given).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from genbuild.manifest import sha256_file
+
+log = logging.getLogger("genbuild.download")
+
+SCHEMES = ("http", "https")
+CHUNK = 1 << 16
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
+_UNSAT_RANGE_RE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.I)
+_SUFFIX_RE = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+class DownloadError(Exception):
+    """A URL that could not be fetched; the message names it and says why."""
+
+
+class ChecksumMismatch(DownloadError):
+    """The fetched bytes do not have the expected sha256."""
+
+
+class _Transient(Exception):
+    """A failure worth another attempt."""
+
+
+class _Permanent(Exception):
+    """A failure that another attempt will not fix."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path            # the complete file in the cache directory
+    sha256: str
+    size: int
+    attempts: int         # HTTP attempts made by this call (0: a complete cached file was reused)
+    resumed_from: int     # bytes already in the .part when this call started
+
+
+def is_url(value: str) -> bool:
+    return urllib.parse.urlsplit(str(value)).scheme.lower() in SCHEMES
+
+
+def cache_key(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+def url_suffix(url: str) -> str:
+    """The suffix of the URL's path (".mp4"), lower case; "" when it has none usable."""
+    suffix = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).suffix.lower()
+    return suffix if _SUFFIX_RE.match(suffix) else ""
+
+
+class _SafeRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only (urllib would also follow one to ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in SCHEMES:
+            raise _Permanent(f"redirected ({code}) to {newurl!r}: scheme {scheme!r} is not allowed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_SafeRedirect())
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        yield
+        return
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _validator(headers) -> str | None:
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):       # If-Range takes strong validators only
+        return etag
+    return headers.get("Last-Modified")
+
+
+def _restart(part: Path, meta_path: Path) -> None:
+    part.unlink(missing_ok=True)
+    meta_path.unlink(missing_ok=True)
+
+
+def _attempt(opener, url: str, part: Path, meta_path: Path, timeout: float) -> None:
+    """One HTTP request continuing ``part``; returns when it holds the whole resource."""
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "pvtt-ingest/1", "Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+        validator = _read_meta(meta_path).get("validator")
+        if validator:
+            headers["If-Range"] = validator
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        resp = opener.open(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        with contextlib.closing(e):
+            if e.code == 416 and have:
+                m = _UNSAT_RANGE_RE.match(e.headers.get("Content-Range") or "")
+                if m and int(m.group(1)) == have:
+                    return                                   # the .part was already complete
+                _restart(part, meta_path)
+                raise _Transient(f"HTTP 416 for a resume at byte {have}: restarting from 0") from None
+            if e.code in RETRY_STATUS or e.code >= 500:
+                raise _Transient(f"HTTP {e.code} {e.reason}") from None
+            raise _Permanent(f"HTTP {e.code} {e.reason}") from None
+    except _Permanent:
+        raise
+    except (ValueError, http.client.InvalidURL) as e:       # e.g. a space in the URL: not worth a retry
+        raise _Permanent(f"invalid URL ({e})") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        raise _Transient(f"{type(reason).__name__}: {reason}") from None
+    with contextlib.closing(resp):
+        if resp.status == 206 and have:
+            m = _CONTENT_RANGE_RE.match(resp.headers.get("Content-Range") or "")
+            if not m or int(m.group(1)) != have:
+                _restart(part, meta_path)
+                raise _Transient(f"server answered the resume at byte {have} with Content-Range "
+                                 f"{resp.headers.get('Content-Range')!r}: restarting from 0")
+            mode, start = "ab", have
+        elif resp.status in (200, 203):
+            if have:
+                log.info("%s: server sent the whole file (HTTP %d): restarting from 0", url, resp.status)
+            mode, start = "wb", 0
+            meta_path.write_text(json.dumps({"url": url, "validator": _validator(resp.headers)}), encoding="utf-8")
+        else:
+            raise _Permanent(f"unexpected HTTP {resp.status} {resp.reason}")
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.strip().isdigit() else None
+        got = 0
+        # Unbuffered: every chunk written is in the file even if the job is killed right after.
+        with open(part, mode, buffering=0) as f:
+            try:
+                while True:
+                    chunk = resp.read1(CHUNK)   # what has arrived (read() would wait for a full chunk)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    got += len(chunk)
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                raise _Transient(f"connection lost after {start + got} bytes ({type(e).__name__}: {e})") from None
+            finally:
+                with contextlib.suppress(OSError):
+                    os.fsync(f.fileno())
+        if expected is not None and got < expected:
+            raise _Transient(f"connection closed after {start + got} of {start + expected} bytes")
+
+
+def fetch(url: str, cache_dir: str | os.PathLike, *, retries: int = 3, backoff: float = 1.0,
+          timeout: float = 60.0, expected_sha256: str | None = None,
+          sleep: Callable[[float], None] = time.sleep) -> Fetched:
+    """Download ``url`` (resuming a ``.part`` left by an earlier attempt or run) into ``cache_dir``.
+
+    Returns the complete file; raises DownloadError (ChecksumMismatch) with a reason naming the URL.
+    """
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in SCHEMES:
+        raise DownloadError(f"{url}: scheme {scheme!r} is not allowed (only http, https)")
+    expected = expected_sha256.lower() if expected_sha256 else None
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    key = cache_key(url)
+    part, meta_path = cache / f"{key}.part", cache / f"{key}.part.json"
+    final = cache / f"{key}{url_suffix(url)}"
+    with _locked(cache / f"{key}.lock"):
+        if final.is_file():
+            digest = sha256_file(final)
+            if expected is None or digest == expected:
+                log.info("%s: reusing the complete download %s", url, final)
+                return Fetched(final, digest, final.stat().st_size, 0, 0)
+            final.unlink()                                   # stale: fetch again
+        resumed_from = part.stat().st_size if part.exists() else 0
+        opener = _opener()
+        last = "no attempt made"
+        attempts = 0
+        for k in range(retries + 1):
+            attempts += 1
+            try:
+                _attempt(opener, url, part, meta_path, timeout)
+                break
+            except _Permanent as e:
+                raise DownloadError(f"{url}: {e}") from None
+            except _Transient as e:
+                last = str(e)
+                have = part.stat().st_size if part.exists() else 0
+                log.warning("%s: attempt %d/%d failed (%s); %d bytes kept in %s", url, k + 1, retries + 1,
+                            last, have, part)
+                if k < retries:
+                    sleep(backoff * (2 ** k))
+        else:
+            raise DownloadError(f"{url}: no complete download after {attempts} attempts (last error: {last})")
+        if not part.exists():
+            part.touch()                                     # an empty resource
+        digest = sha256_file(part)
+        size = part.stat().st_size
+        if expected is not None and digest != expected:
+            _restart(part, meta_path)
+            raise ChecksumMismatch(f"{url}: downloaded {size} bytes with sha256 {digest}, "
+                                   f"the manifest says {expected}")
+        os.replace(part, final)                              # atomic: a complete file or none
+        meta_path.unlink(missing_ok=True)
+    log.info("%s: %d bytes in %d attempt(s) (resumed from byte %d) -> %s", url, size, attempts, resumed_from, final)
+    return Fetched(final, digest, size, attempts, resumed_from)

@@ -1,0 +1,1 @@
+"""Metrics: weight-free (classical) and learned from local weights (learned, i3d)."""

@@ -1,0 +1,1 @@
+"""The training framework: one trainer, methods that own their losses, checkpoints, DDP/DeepSpeed, LoRA, logs."""

@@ -1,0 +1,1 @@
+"""Training methods: each owns its networks' losses and one optimisation step."""

@@ -1,0 +1,447 @@
+"""Ingest stage: validate one source video from the input manifest and copy it into ``raw/<id>/``.
+
+The weight-free (local files) backend of the ``ingest`` stage. A video is accepted when
+ffprobe reads it, every frame decodes (a truncated or corrupt file is rejected, not cut to its
+decodable prefix: the bytes are copied as they are, and a container that lists frames which do
+not decode would break every later stage), its first ``ingest.min_frames`` frames decode
+through the same ffmpeg that later stages use, it has at least ``ingest.min_frames`` frames
+and its display size (rotation applied) is at least ``ingest.min_side`` pixels on both sides.
+An mp4 is copied byte for byte (audio and all: later stages read the first video stream only);
+any other container is remuxed into mp4 without re-encoding (``-c copy``, bit-exact flags,
+first video stream only). A bad video never fails the job: ``info.json`` says
+``"status": "rejected"`` with the reason and ``rejects.jsonl`` holds one row (stage ``ingest``).
+
+Sources. A manifest ``path`` is either
+  * an ``http://`` or ``https://`` URL: downloaded by genbuild/download.py into the cache directory
+    ``ingest.download_dir`` (default ``work/downloads``, relative to the working directory)
+    as ``<sha256 of the URL>.part``, with ``ingest.retries`` retries (exponential backoff from
+    ``ingest.backoff_seconds``), ``ingest.timeout_seconds`` per socket operation, and resumed
+    with an HTTP Range request by the next attempt or the next run (the ``.part`` survives a
+    killed job); once complete it is renamed atomically, linked into ``raw/<id>/`` and removed
+    from the cache (kept with ``ingest.keep_downloads``);
+  * a local path, relative to the manifest's directory or absolute, that must lie under the
+    data root ``ingest.data_root`` (default: the manifest's directory; a relative data root is
+    relative to the working directory) after resolving ``..`` and symlinks.
+Anything else (``ftp:``, ``file:``, ``s3:``, ``data:``, ... or a path outside the data root) is
+refused. A refusal is a per-item reject (``refused source: video 'v1' path 'ftp://...': ...``),
+so one bad row does not stop a thousand-video build; ``load_manifest(..., strict=True)`` reports
+every such row up front as a ManifestError naming the entries. An optional manifest ``sha256``
+(64 hex digits) is checked against the downloaded or local bytes (``sha256 mismatch: ...``).
+
+Reject reasons (the part before the first ``:`` is the category rejects are counted by):
+``refused source``, ``download failed``, ``sha256 mismatch``, ``unreadable video``,
+``no frames``, ``truncated``, ``too small``, ``too few frames``, ``remux failed``.
+
+Output directory ``raw/<id>/``::
+
+    video.mp4      the accepted video (absent when rejected)
+    info.json      {"id", "status", "reason", "source", "sha256", "source_sha256",
+                    "category", "caption", "product_id", "probe": VideoInfo.as_dict() | null}
+    rejects.jsonl  0 or 1 row
+
+``source`` is the manifest's value (path or URL); ``source_sha256`` the sha256 of the local or
+downloaded bytes; ``sha256`` that of ``video.mp4`` (equal for an mp4). The manifest helpers
+here (``load_manifest``, ``find_video``, ``find_product``, ``resolve_media_path``,
+``check_source``, ``obtain_source``) are shared with the products stage.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genbuild import download
+from genbuild import stage as cli
+from genbuild.io.atomic import atomic_path
+from genbuild.io.jsonio import write_json
+from genbuild.io.rejects import Rejects
+from genbuild.io.video import BITEXACT, MediaError, NoFramesError, TruncatedError, ffmpeg_bin, probe, read_frames
+from genbuild.manifest import sha256_file
+
+log = logging.getLogger("pvtt.data.ingest")
+
+STAGE = "ingest"
+DEFAULTS = {"min_frames": 12, "min_side": 16, "retries": 3, "backoff_seconds": 1.0, "timeout_seconds": 60.0,
+            "download_dir": "work/downloads", "data_root": None, "keep_downloads": False}
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+# ----------------------------------------------------------------------------- manifest
+
+class ManifestError(ValueError):
+    """The input manifest is missing, unparsable or malformed; the message names the file."""
+
+
+def load_manifest(path: str | os.PathLike, strict: bool = False, data_root: str | os.PathLike | None = None) -> dict:
+    """Read a YAML or JSON manifest ``{"videos": [...], "products": [...]}`` and check its shape.
+
+    Ids (videos, products) must be unique and usable as directory names. Each video needs
+    ``id`` and ``path`` (a string), and may give ``sha256`` (64 hex digits); each product needs
+    ``id`` and ``views`` (a list of ``{view, path}``). Errors name the file and the entry.
+
+    With ``strict`` every video and view path is also checked against the source policy
+    (check_source, data root ``data_root``, default the manifest's directory) and all the
+    refused ones are reported in one ManifestError; without it they become per-item rejects
+    of the stage that reads them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: manifest is not valid YAML/JSON ({e})") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: manifest must be a mapping with 'videos' and 'products'")
+    videos = data.get("videos") or []
+    products = data.get("products") or []
+    if not isinstance(videos, list) or not isinstance(products, list):
+        raise ManifestError(f"{path}: 'videos' and 'products' must be lists")
+    for kind, items, required in (("videos", videos, ("id", "path")), ("products", products, ("id",))):
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ManifestError(f"{path}: {kind}[{i}] is not a mapping")
+            for key in required:
+                if item.get(key) in (None, ""):
+                    raise ManifestError(f"{path}: {kind}[{i}] has no '{key}'")
+            iid = str(item["id"])
+            if not _ID_RE.match(iid):
+                raise ManifestError(f"{path}: {kind}[{i}] id {iid!r} is not a valid id ([A-Za-z0-9._-])")
+            if iid in seen:
+                raise ManifestError(f"{path}: duplicate {kind} id {iid!r}")
+            seen.add(iid)
+    for i, v in enumerate(videos):
+        if not isinstance(v["path"], str):
+            raise ManifestError(f"{path}: videos[{i}] (id {str(v['id'])!r}) 'path' must be a string (a local path "
+                                f"or an http(s) URL), got {v['path']!r}")
+        sha = v.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and _SHA_RE.match(sha)):
+            raise ManifestError(f"{path}: videos[{i}] (id {str(v['id'])!r}) 'sha256' must be 64 hex digits, "
+                                f"got {sha!r}")
+    for i, prod in enumerate(products):
+        views = prod.get("views") or []
+        if not isinstance(views, list) or any(not isinstance(v, dict) for v in views):
+            raise ManifestError(f"{path}: products[{i}] 'views' must be a list of mappings")
+        for j, v in enumerate(views):
+            if v.get("path") not in (None, "") and not isinstance(v["path"], str):
+                raise ManifestError(f"{path}: products[{i}] (id {str(prod['id'])!r}) views[{j}] 'path' must be a "
+                                    f"string, got {v['path']!r}")
+    if strict:
+        problems = source_problems(data, path, data_root)
+        if problems:
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise ManifestError(f"{path}: {len(problems)} refused source(s):\n  " + "\n  ".join(problems[:20]) + more)
+    return data
+
+
+def _find(manifest: dict, kind: str, item_id: str, manifest_path: str | os.PathLike) -> dict:
+    for item in manifest.get(kind) or []:
+        if str(item.get("id")) == item_id:
+            return item
+    raise KeyError(f"{kind[:-1]} id {item_id!r} is not in manifest {manifest_path}")
+
+
+def find_video(manifest: dict, video_id: str, manifest_path: str | os.PathLike = "<manifest>") -> dict:
+    """The manifest entry of ``video_id``; KeyError naming the id and the manifest if absent."""
+    return _find(manifest, "videos", video_id, manifest_path)
+
+
+def find_product(manifest: dict, product_id: str, manifest_path: str | os.PathLike = "<manifest>") -> dict:
+    """The manifest entry of ``product_id``; KeyError naming the id and the manifest if absent."""
+    return _find(manifest, "products", product_id, manifest_path)
+
+
+def resolve_media_path(manifest_path: str | os.PathLike, p: str | os.PathLike) -> Path:
+    """A manifest path: absolute as is, relative to the manifest's directory otherwise."""
+    p = Path(os.path.expanduser(str(p)))
+    # Not resolved: a relative manifest path keeps reasons and info.json free of the checkout location.
+    return p if p.is_absolute() else Path(manifest_path).parent / p
+
+
+class SourceError(MediaError):
+    """A source that is refused or cannot be fetched; ``kind`` is the reject category."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def data_root_of(manifest_path: str | os.PathLike, data_root: str | os.PathLike | None) -> Path:
+    """The directory local sources must lie under: ``data_root`` (relative: to the working
+    directory) or, when None, the manifest's directory; resolved (symlinks followed)."""
+    root = Path(os.path.expanduser(str(data_root))) if data_root not in (None, "") else Path(manifest_path).parent
+    return root.resolve()
+
+
+def check_source(value: str, manifest_path: str | os.PathLike, data_root: str | os.PathLike | None = None,
+                 ) -> tuple[str, str | Path]:
+    """Classify a manifest path: ("url", url) for http(s), ("file", path) for an allowed local file.
+
+    Raises SourceError("refused source", why) for any other URL scheme (ftp:, file:, s3:,
+    data:, ...; a local name with a colon can be written ``./name:x.mp4``), a URL without a
+    host, and a local path that leaves the data root (``..``, an absolute path elsewhere, a
+    symlink pointing outside). The returned path is resolve_media_path()'s (not resolved).
+    """
+    raw = str(value)
+    m = _SCHEME_RE.match(raw)
+    if m:
+        scheme = m.group(1).lower()
+        if scheme not in download.SCHEMES:
+            raise SourceError("refused source", f"URL scheme {scheme!r} is not allowed (only http and https "
+                                                f"URLs, or local paths under the data root)")
+        try:
+            host = urllib.parse.urlsplit(raw).hostname
+        except ValueError as e:
+            raise SourceError("refused source", f"malformed URL ({e})") from None
+        if not host:
+            raise SourceError("refused source", "URL has no host")
+        return "url", raw
+    full = resolve_media_path(manifest_path, raw)
+    root = data_root_of(manifest_path, data_root)
+    lexical = Path(os.path.abspath(full))
+    real = full.resolve()
+    if not lexical.is_relative_to(root):
+        raise SourceError("refused source", f"{lexical} is outside the data root {root} (ingest.data_root)")
+    if not real.is_relative_to(root):
+        raise SourceError("refused source", f"resolves through a symlink to {real}, outside the data root {root} "
+                                            f"(ingest.data_root)")
+    return "file", full
+
+
+def source_problems(manifest: dict, manifest_path: str | os.PathLike,
+                    data_root: str | os.PathLike | None = None) -> list[str]:
+    """Every video and view path the source policy refuses, as "videos[i] (id 'x') path '...': why"."""
+    out = []
+    rows = [(f"videos[{i}] (id {str(v.get('id'))!r})", v.get("path"))
+            for i, v in enumerate(manifest.get("videos") or [])]
+    for i, p in enumerate(manifest.get("products") or []):
+        rows += [(f"products[{i}] (id {str(p.get('id'))!r}) views[{j}]", v.get("path"))
+                 for j, v in enumerate(p.get("views") or []) if isinstance(v, dict)]
+    for where, value in rows:
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            check_source(value, manifest_path, data_root)
+        except SourceError as e:
+            out.append(f"{where} path {value!r}: {e}")
+    return out
+
+
+def obtain_source(value: str, manifest_path: str | os.PathLike, cfg: dict, item: str,
+                  expected_sha256: str | None = None) -> tuple[Path, download.Fetched | None]:
+    """A local file for manifest path ``value`` (``item`` names the entry in messages): the file
+    itself, or the complete download of a URL (then also the Fetched record, whose file the caller
+    removes when done). ``cfg`` is validate_params()'s. Raises SourceError (refused source,
+    download failed, sha256 mismatch) or MediaError (no such file).
+    """
+    try:
+        kind, where = check_source(value, manifest_path, cfg["data_root"])
+    except SourceError as e:
+        raise SourceError(e.kind, f"{item} path {value!r}: {e}") from None
+    if kind == "url":
+        try:
+            fetched = download.fetch(str(where), cfg["download_dir"], retries=cfg["retries"],
+                                     backoff=cfg["backoff_seconds"], timeout=cfg["timeout_seconds"],
+                                     expected_sha256=expected_sha256)
+        except download.ChecksumMismatch as e:
+            raise SourceError("sha256 mismatch", str(e)) from None
+        except download.DownloadError as e:
+            raise SourceError("download failed", str(e)) from None
+        return fetched.path, fetched
+    src = Path(where)
+    if not src.is_file():
+        raise MediaError(f"{src}: no such file")
+    if expected_sha256:
+        digest = _sha256_or_raise(src)
+        if digest != expected_sha256.lower():
+            raise SourceError("sha256 mismatch",
+                              f"{src} has sha256 {digest}, the manifest says {expected_sha256.lower()}")
+    return src, None
+
+
+def _sha256_or_raise(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        raise MediaError(f"{path}: cannot read ({e.strerror or e})") from e
+
+
+# ----------------------------------------------------------------------------- params
+
+def validate_params(params: dict) -> dict:
+    """Return the ``ingest`` settings with defaults; a bad value raises ValueError naming the key."""
+    sub = cli.get(params, "ingest", {}) or {}
+    if not isinstance(sub, dict):
+        raise ValueError(f"params key 'ingest' must be a mapping, got {sub!r}")
+    cfg = {**DEFAULTS, **sub}
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ValueError(f"params key 'ingest.{key}' must be {what}, got {cfg[key]!r}")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    need(is_int(cfg["min_frames"]) and cfg["min_frames"] >= 1, "min_frames", "an integer >= 1")
+    need(is_int(cfg["min_side"]) and cfg["min_side"] >= 1, "min_side", "an integer >= 1")
+    need(is_int(cfg["retries"]) and cfg["retries"] >= 0, "retries", "an integer >= 0")
+    need(is_num(cfg["backoff_seconds"]) and cfg["backoff_seconds"] >= 0, "backoff_seconds", "a number >= 0")
+    need(is_num(cfg["timeout_seconds"]) and cfg["timeout_seconds"] > 0, "timeout_seconds", "a number > 0")
+    need(isinstance(cfg["download_dir"], str) and cfg["download_dir"] != "", "download_dir", "a non-empty path")
+    need(cfg["data_root"] is None or (isinstance(cfg["data_root"], str) and cfg["data_root"] != ""), "data_root",
+         "null (the manifest's directory) or a non-empty path")
+    need(isinstance(cfg["keep_downloads"], bool), "keep_downloads", "true or false")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- validation
+
+class _Reject(Exception):
+    """A video that decodes but does not qualify; the message is the reject reason."""
+
+
+def _remux_to_mp4(src: Path, dst: Path) -> None:
+    """Copy the first video stream of ``src`` into an mp4 container without re-encoding."""
+    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-i", str(src), "-map", "0:v:0", "-c", "copy",
+           "-an", "-sn", "-dn", *BITEXACT, "-f", "mp4", str(dst)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"ffmpeg exit {res.returncode}"
+        raise MediaError(f"{src}: cannot remux into mp4 ({tail})")
+
+
+def check_video(path: Path, min_frames: int) -> dict:
+    """Probe (decoding every frame) and decode the first frames of ``path`` as later stages do;
+    return VideoInfo.as_dict() or raise MediaError (NoFramesError, TruncatedError) naming it."""
+    info = probe(path)
+    n_check = min(info.n_frames, min_frames)
+    # A real decode through ffmpeg (small frames: only decodability matters here).
+    frames = read_frames(path, size=(32, 32), duration=(n_check + 0.5) / info.fps)
+    if len(frames) < n_check:
+        raise MediaError(f"{path}: only {len(frames)} of the first {n_check} frames decode")
+    return info.as_dict()
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, _Reject):
+        return str(e)
+    if isinstance(e, SourceError):
+        return f"{e.kind}: {e}"
+    if isinstance(e, NoFramesError):
+        return f"no frames: {e}"
+    if isinstance(e, TruncatedError):
+        return f"truncated: {e}"
+    return f"unreadable video: {e}"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (a download: the cache copy survives until the output is in place), else copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def ingest_video(entry: dict, manifest_path: str | os.PathLike, out: str | os.PathLike, params: dict) -> dict:
+    """Validate one manifest video and build ``out`` (raw/<id>/); return what info.json holds."""
+    cfg = validate_params(params)
+    vid = str(entry["id"])
+    rejects = Rejects(STAGE)
+    info: dict[str, Any] = {
+        "id": vid, "status": "ok", "reason": None, "source": str(entry["path"]),
+        "sha256": None, "source_sha256": None,
+        "category": entry.get("category"), "caption": entry.get("caption"),
+        "product_id": entry.get("product_id"), "probe": None,
+    }
+    out = Path(out)
+    fetched: download.Fetched | None = None
+    with atomic_path(out, directory=True) as tmp:
+        dst = tmp / "video.mp4"
+        try:
+            src, fetched = obtain_source(str(entry["path"]), manifest_path, cfg, f"video {vid!r}",
+                                         entry.get("sha256"))
+            info["source_sha256"] = fetched.sha256 if fetched else _sha256_or_raise(src)
+            is_mp4 = (download.url_suffix(str(entry["path"])) if fetched else src.suffix.lower()) == ".mp4"
+            pr = check_video(src, cfg["min_frames"])
+            if min(pr["width"], pr["height"]) < cfg["min_side"]:
+                raise _Reject(f"too small: {src} is {pr['width']}x{pr['height']} (display size), a side below "
+                              f"ingest.min_side {cfg['min_side']}")
+            if pr["n_frames"] < cfg["min_frames"]:
+                raise _Reject(f"too few frames: {src} has {pr['n_frames']} frames < ingest.min_frames "
+                              f"{cfg['min_frames']}")
+            if is_mp4:
+                if fetched:
+                    _link_or_copy(src, dst)
+                else:
+                    shutil.copyfile(src, dst)          # bytes unchanged
+            else:
+                try:
+                    _remux_to_mp4(src, dst)
+                    pr = check_video(dst, cfg["min_frames"])
+                except MediaError as e:
+                    raise _Reject(f"remux failed: {e}") from e
+            info["probe"] = pr
+            info["sha256"] = sha256_file(dst)
+        except (MediaError, _Reject) as e:
+            reason = _reason(e)
+            if fetched is not None:                    # name the URL, not the cache file
+                reason = reason.replace(str(fetched.path), str(entry["path"]))
+            info.update(status="rejected", reason=reason, probe=None, sha256=None)
+            if dst.exists():
+                dst.unlink()
+            rejects.add(vid, reason, source=str(entry["path"]))
+        write_json(tmp / "info.json", info)
+        rejects.write(tmp / "rejects.jsonl")
+    # Only once raw/<id>/ is in place (it holds a hard link or copy): a job killed before this
+    # leaves the complete download in the cache for the next run.
+    if fetched is not None and not cfg["keep_downloads"]:
+        fetched.path.unlink(missing_ok=True)
+    if info["status"] == "ok":
+        p = info["probe"]
+        log.info("%s: ok %dx%d %.3f fps %d frames (%s)", vid, p["width"], p["height"], p["fps"], p["n_frames"],
+                 entry["path"])
+    return info
+
+
+def run(manifest_path: str | os.PathLike, video_id: str, out: str | os.PathLike, params: dict) -> dict:
+    """Ingest ``video_id`` of the manifest into ``out``; KeyError/ManifestError if it is not there."""
+    entry = find_video(load_manifest(manifest_path), video_id, manifest_path)
+    return ingest_video(entry, manifest_path, out, params)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.setup_logging()
+    ap = cli.parser("Validate one source video of the manifest and copy it into raw/<id>/.")
+    ap.add_argument("--manifest", required=True, help="input manifest (YAML or JSON)")
+    ap.add_argument("--video-id", required=True, help="id of the video in the manifest")
+    ap.add_argument("--out", required=True, help="output directory, e.g. work/raw/<id>")
+    args = ap.parse_args(argv)
+    validate_params(args.params)
+    try:
+        manifest = load_manifest(args.manifest)
+        entry = find_video(manifest, args.video_id, args.manifest)
+    except (ManifestError, KeyError) as e:
+        ap.error(str(e.args[0] if isinstance(e, KeyError) else e))
+    info = ingest_video(entry, args.manifest, args.out, args.params)
+    log.info("%s: %s%s", args.video_id, info["status"], f" ({info['reason']})" if info["reason"] else "")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

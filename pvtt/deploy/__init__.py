@@ -1,0 +1,1 @@
+"""PVTT deployment: ONNX/TensorRT engines and the one-template `generate` command."""

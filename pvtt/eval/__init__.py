@@ -1,0 +1,1 @@
+"""PVTT evaluation: benchmark metrics and the HTML report."""

@@ -1,0 +1,1 @@
+"""PVTT packing: WebDataset triplets, the dataset index and card, and `python -m pvtt data`."""

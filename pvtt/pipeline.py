@@ -1,0 +1,193 @@
+"""PVTT's part of the DAG: its rules, milestones and raw inputs, defined once.
+
+- ``RULES``: for every rule, the params keys it reads (in the ``pvtt`` namespace, or shared)
+  and its entry point; the code it runs is the import closure of that script
+  (``genbuild.workflow``). The Snakefile, dvc.yaml and the checkpoints all derive from it.
+- ``MILESTONES``: the DVC stages (unprefixed for PVTT), the rules they cover, the artifact
+  they version and the teacher phases' DVCLive metrics and plots.
+- input listing: the ids of raw videos and products, known at parse time (from the sample
+  params, or from the external manifest), so the DAG never needs a checkpoint.
+
+Functions here take the pipeline's view of params (``genbuild.workflow.namespace``: the
+``pvtt`` keys with the shared ones merged in). No torch here: the Snakefile imports it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from genbuild.params import ParamsError
+from genbuild.workflow import Milestone, Pipeline, Rule, rule_params
+from pvtt.train.phases import TEACHER_PHASES
+
+NAME = "pvtt"
+
+
+def _r(params, script, smk):
+    return Rule(tuple(params), script, smk)
+
+
+DISTILL = ["distill.common"]
+RULES: dict[str, Rule] = {
+    "sample": _r(["seed", "sample", "video"], "sample", "data"),
+    "ingest": _r(["ingest"], "ingest", "data"),
+    "shots": _r(["shots"], "shots", "data"),
+    "clips": _r(["clips", "video"], "clips", "data"),
+    "products": _r(["products", "ingest"], "products", "data"),
+    "index": _r([], "index", "data"),
+    "masks": _r(["masks"], "masks", "segment"),
+    "maskqc": _r(["maskqc"], "maskqc", "segment"),
+    "backgrounds": _r(["backgrounds", "video"], "backgrounds", "segment"),
+    "pairs": _r(["seed", "pairs"], "pairs", "synth"),
+    "synth": _r(["seed", "synth", "video"], "synth", "synth"),
+    "filter": _r(["filter.l1", "filter.l2", "filter.l3.vlm"], "filter", "filter"),
+    "review": _r(["seed", "filter.l3"], "review", "filter"),
+    "pack": _r(["seed", "pack"], "pack", "pack"),
+    "latents": _r(["model", "train_data", "teacher_phases.phase1.model", "teacher_phases.phase1.train_data"],
+                  "latents", "latents"),
+    **{rule: _r(["model", "train_data", "teacher", f"teacher_phases.{phase}"], "teacher", "teacher")
+       for phase, rule in TEACHER_PHASES},
+    **{s: _r([*DISTILL, f"distill.{s}"], "distill", "distill") for s in ("student_16", "student_8", "student_4")},
+    "hpo": _r(["model", "train_data", "teacher", "hpo"], "hpo", "hpo"),
+    "engine": _r(["train_data", "engine"], "engine", "engine"),
+    "eval": _r(["train_data", "eval"], "eval", "eval"),
+}
+
+DATASET_RULES = ["sample", "ingest", "shots", "clips", "products", "index", "masks", "maskqc", "backgrounds",
+                 "pairs", "synth", "filter", "review", "pack"]
+
+
+def _teacher_milestones() -> dict[str, Milestone]:
+    """The chained phases: each reads the previous one; each logs DVCLive series in its artifact."""
+    out, prev = {}, ()
+    for _, rule in TEACHER_PHASES:
+        out[rule] = Milestone((rule,), rule, ("dataset", "latents", *prev), metrics=("dvclive/metrics.json",),
+                              plots=("dvclive/plots/metrics", "dvclive/plots/images"))
+        prev = (rule,)
+    return out
+
+
+TEACHER = TEACHER_PHASES[-1][1]
+MILESTONES: dict[str, Milestone] = {
+    "dataset": Milestone(tuple(DATASET_RULES), "dataset"),
+    "latents": Milestone(("latents",), "latents", ("dataset",)),
+    **_teacher_milestones(),
+    "student_16": Milestone(("student_16",), "student_16", ("latents", TEACHER)),
+    "student_8": Milestone(("student_8",), "student_8", ("latents", TEACHER, "student_16")),
+    "student_4": Milestone(("student_4",), "student_4", ("latents", TEACHER, "student_8")),
+    "engine": Milestone(("engine",), "engine", ("dataset", "student_4")),
+    "eval": Milestone(("eval",), "eval", ("dataset", *(r for _, r in TEACHER_PHASES), "student_16", "student_8",
+                                          "student_4", "engine"), metrics=("metrics.json",)),
+}
+
+
+def check_params(ns: dict, config: dict) -> None:
+    """Relations between PVTT keys that the schema cannot express."""
+    cl = ns["clips"]
+    if cl["min_seconds"] > cl["max_seconds"]:
+        raise ParamsError(f"params: pvtt.clips.min_seconds ({cl['min_seconds']}) exceeds "
+                          f"pvtt.clips.max_seconds ({cl['max_seconds']})")
+    td = ns["train_data"]
+    for k in ("width", "height"):
+        if td[k] % 8:
+            raise ParamsError(f"params: pvtt.train_data.{k}: {td[k]} is not a multiple of 8 (codec x patch size)")
+    lo, hi = ns["sample"]["cuts_per_video"]
+    if lo > hi:
+        raise ParamsError(f"params: pvtt.sample.cuts_per_video: [{lo}, {hi}] is not a range")
+
+
+def _extra_deps(config: dict, milestone: str) -> list[str]:
+    """The dataset also depends on the external input manifest, when there is one."""
+    manifest = config[NAME]["data"].get("manifest")
+    return [manifest] if milestone == "dataset" and manifest else []
+
+
+PIPELINE = Pipeline(
+    name=NAME, rules=RULES, milestones=MILESTONES, stage_prefix="", check_params=check_params,
+    extra_deps=_extra_deps,
+    releases={"dataset": ("dataset",), "teacher": (TEACHER,), "student": ("student_16", "student_8", "student_4"),
+              "engine": ("engine",), "eval": ("eval",)},
+)
+
+
+def dataset_params_json(config: dict) -> str:
+    """{rule: the params it reads} of every dataset rule: what pack records in the dataset index."""
+    return json.dumps({r: rule_params(config, r) for r in DATASET_RULES}, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Inputs:
+    """Raw inputs known at parse time: id -> the manifest that describes it."""
+
+    videos: dict[str, str] = field(default_factory=dict)
+    products: dict[str, str] = field(default_factory=dict)
+    video_files: dict[str, str] = field(default_factory=dict)    # external files that exist (tracked as inputs)
+    product_files: dict[str, list[str]] = field(default_factory=dict)
+
+
+def read_manifest(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"data.manifest: '{p}' does not exist")
+    text = p.read_text(encoding="utf-8")
+    data = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+    if not isinstance(data, dict) or not isinstance(data.get("videos", []), list):
+        raise ValueError(f"data.manifest: '{p}' must hold lists 'videos' and 'products'")
+    return data
+
+
+def list_inputs(config: dict) -> Inputs:
+    from pvtt.data.sample import sample_ids
+
+    work = config["paths"]["work"]
+    inputs = Inputs()
+    if config["data"]["source"] == "sample":
+        ids = sample_ids(config["sample"])
+        manifest = f"{work}/sample/manifest.json"
+        inputs.videos = {v: manifest for v in ids["videos"]}
+        inputs.products = {p: manifest for p in ids["products"]}
+    extra = config["data"].get("manifest")
+    if extra:
+        data = read_manifest(extra)
+        base = Path(extra).parent
+        for v in data.get("videos", []):
+            vid = str(v["id"])
+            if vid in inputs.videos:
+                raise ValueError(f"data.manifest: video id '{vid}' is used twice")
+            inputs.videos[vid] = str(extra)
+            f = base / v["path"] if not Path(v["path"]).is_absolute() else Path(v["path"])
+            if f.exists():
+                inputs.video_files[vid] = str(f)
+        for pr in data.get("products", []):
+            pid = str(pr["id"])
+            if pid in inputs.products:
+                raise ValueError(f"data.manifest: product id '{pid}' is used twice")
+            inputs.products[pid] = str(extra)
+            files = [base / vw["path"] for vw in pr.get("views", [])]
+            inputs.product_files[pid] = [str(f) for f in files if f.exists()]
+    if not inputs.videos:
+        raise ValueError("data: no input videos (data.source is not 'sample' and data.manifest lists none)")
+    return inputs
+
+
+def num_shards(config: dict, n_videos: int) -> int:
+    from pvtt.data.pairs import num_shards as pairs_num_shards
+
+    return pairs_num_shards(config["pairs"], n_videos)
+
+
+def job_count_formula(n_videos: int, n_products: int, n_shards: int, sample: bool) -> int:
+    """Jobs of a full build: per video 6 (ingest, shots, clips, masks, maskqc, backgrounds), per
+    product 1, per shard 2 (synth, filter), plus fixed ones (index, pairs, review, pack, latents,
+    3 teacher phases, 3 students, engine, eval, all: 14, and sample when generated)."""
+    return 6 * n_videos + n_products + 2 * n_shards + 14 + (1 if sample else 0)
+
+
+def pulled_artifact(config: dict, milestone: str, work_marker: str) -> bool:
+    """True when a milestone's artifact is here but the intermediates it is built from are not:
+    it came from `dvc pull`/`dvc checkout`, not from a build in this checkout."""
+    art = Path(config["paths"]["artifacts"]) / MILESTONES[milestone].out
+    return (art / "manifest.json").exists() and not Path(work_marker).exists()

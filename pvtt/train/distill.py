@@ -1,0 +1,129 @@
+"""Distillation stages: teacher -> student_16 -> student_8 -> student_4, each by DMD2.
+
+Each student starts from the previous one (student_16 from the teacher); the real score is
+always the frozen teacher. The saved weights are the generator's EMA.
+
+With ``--checkpoint-dir`` the DMD2 state (generator, fake score, EMA, both AdamW optimisers, the
+noise generator), the batch generator, the global RNGs and the loss rows are saved every
+``distill.common.checkpoint_every`` steps (``genbuild.train.checkpoint``); a rerun resumes from the
+newest matching checkpoint and ends with the same bytes as an uninterrupted run on CPU.
+
+It reads the latent cache (``pvtt.train.latents``). Launched by ``torch.distributed.run`` with
+WORLD_SIZE > 1, DMD2 is data-parallel (``genbuild.train.methods.dmd2``, ``genbuild.train.distributed``); rank 0
+computes the validation metric and writes checkpoints and the artifact.
+
+This module only assembles the networks, the ``DMD2`` method (``genbuild.train.methods.dmd2``)
+and the generic ``Trainer`` (``genbuild.train.trainer``, which owns the loop, checkpoints and
+resume), then writes the artifact.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import torch
+
+from genbuild.io.atomic import atomic_path
+from genbuild.io.jsonio import write_csv, write_json
+from genbuild.manifest import sha256_file, write_manifest
+from genbuild.stage import parser, setup_logging
+from genbuild.train import distributed as ddp
+from genbuild.train.checkpoint import Checkpointer, fingerprint
+from genbuild.train.flow import pick_batch
+from genbuild.train.methods.dmd2 import DMD2, DMDConfig, few_step_mse
+from genbuild.train.trainer import Run, Trainer
+from genbuild.workflow import script_code_files
+from pvtt.models.bundle import load_bundle
+from pvtt.models.dit import PVTTDiT, read_config
+from pvtt.train.latents import latent_files, load_latents
+
+log = logging.getLogger(__name__)
+
+
+def _config(params: dict, student: str, shift: float) -> DMDConfig:
+    common, own = params["distill"]["common"], params["distill"][student]
+    return DMDConfig(steps=int(own["steps"]), iterations=int(own["iterations"]), lr=float(own["lr"]),
+                     fake_lr=float(common["fake_lr"]), cfg_scale=float(common["cfg_scale"]),
+                     critic_steps=int(common["critic_steps"]), regression_weight=float(common["regression_weight"]),
+                     shift=shift, batch_size=int(common.get("batch_size", 4)),
+                     ema_decay=float(common.get("ema_decay", 0.9)), seed=int(common.get("seed", 0)),
+                     guidance_convention=common.get("guidance_convention", "standard"), param_prefix="distill.common.")
+
+
+def distill_student(latents_dir: Path, teacher_dir: Path, init_dir: Path, student: str, out_dir: Path, params: dict,
+                    checkpoint_dir: Path | None = None, device: str | torch.device = "cpu") -> dict:
+    common = params["distill"]["common"]
+    device = torch.device(device)
+    world, rank = ddp.world()
+    tcfg = read_config(teacher_dir)
+    bundle = load_bundle(teacher_dir)
+    generator = PVTTDiT.load(init_dir)
+    cfg = _config(params, student, float(tcfg["shift"]))
+    torch.manual_seed(cfg.seed)
+    train, val = load_latents(latents_dir, tcfg["components"])
+    files = latent_files(latents_dir)
+    inputs = {**{p.name: sha256_file(p) for p in files}, "teacher": sha256_file(teacher_dir / "model.safetensors"),
+              "init": sha256_file(init_dir / "model.safetensors")}
+    fp = fingerprint(student, {"student": student, **params}, inputs, script_code_files("distill"), world_size=world)
+    ckpt = Checkpointer(checkpoint_dir, int(common.get("checkpoint_every", 10)), fp, student, writer=rank == 0)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    trainer = Trainer(student, cfg.iterations, ckpt, {"batch": g}, log_every=max(1, cfg.iterations // 10), unit="iter")
+    before = None
+    if rank == 0 and not trainer.resuming:  # validation runs on the CPU, before the networks move to the device
+        before = few_step_mse(generator, val.target, val.cond, cfg.steps, cfg.shift)
+    if device.type != "cpu":
+        generator.to_device(device)
+        bundle.dit.to_device(device)
+    dmd = DMD2(generator, bundle.dit, cfg)
+    run = trainer.fit(dmd, lambda start: functools.partial(pick_batch, train, cfg.batch_size, g), {"before": before})
+    if rank != 0:
+        ddp.barrier()
+        return {}
+    if device.type != "cpu":
+        dmd.ema.to_device(torch.device("cpu"))
+    after = few_step_mse(dmd.ema, val.target, val.cond, cfg.steps, cfg.shift)
+    log.info("%s: %.2f samples/s (%d process%s)", student, (cfg.iterations - run.start) * cfg.batch_size / max(run.seconds, 1e-9),
+             world, "es" if world > 1 else "")
+    before = run.extra["before"]
+    metrics = {"steps": cfg.steps, "iterations": cfg.iterations,
+               "val_mse_before": round(before, 6), "val_mse_after": round(after, 6),
+               "init": str(init_dir), "teacher": str(teacher_dir)}
+    log.info("%s: %d-step val MSE %.4f -> %.4f", student, cfg.steps, before, after)
+    _write_artifact(out_dir, dmd, run, cfg, tcfg, metrics, params, student,
+                    [init_dir / "model.safetensors", teacher_dir / "model.safetensors", *files], len(train))
+    ddp.barrier()
+    return metrics
+
+
+def _write_artifact(out_dir: Path, dmd: DMD2, run: Run, cfg: DMDConfig, tcfg: dict, metrics: dict, params: dict,
+                    student: str, inputs: list[Path], n_train: int) -> None:
+    """The generator's EMA, the loss table, the metrics and the manifest."""
+    with atomic_path(out_dir, directory=True) as tmp:
+        dmd.ema.save(tmp, extra={"components": tcfg["components"], "kind": "student", "steps": cfg.steps,
+                                 "shift": cfg.shift, "cfg_baked": cfg.cfg_scale})
+        write_csv(tmp / "loss.csv", ["iteration", *DMD2.columns],
+                  ([it, *(f"{losses[c]:.6f}" for c in DMD2.columns)] for it, losses in run.rows))
+        write_json(tmp / "metrics.json", metrics)
+        write_manifest(tmp, student, params, inputs, {"train_triplets": n_train}, extra={"metrics": metrics})
+
+
+def main(argv=None) -> None:
+    setup_logging(logging.INFO if ddp.launched_rank() == 0 else logging.WARNING)
+    ap = parser("Distil a few-step student from the teacher with DMD2, starting from --init.")
+    ap.add_argument("--latents", required=True, type=Path, help="the latent cache (artifacts/latents)")
+    ap.add_argument("--teacher", required=True, type=Path)
+    ap.add_argument("--init", required=True, type=Path, help="model to start from (teacher or previous student)")
+    ap.add_argument("--student", required=True, choices=["student_16", "student_8", "student_4"])
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for the whole job (split over processes)")
+    ap.add_argument("--gpus", type=int, default=0, help="GPUs of the job: > 0 trains on cuda:LOCAL_RANK when CUDA is there")
+    ap.add_argument("--checkpoint-dir", type=Path, default=None,
+                    help="where to save and resume checkpoints (outside the output: Snakemake deletes failed outputs)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(max(1, a.threads // max(1, ddp.launched_world())))
+    device = ddp.init(a.gpus, a.student)
+    try:
+        distill_student(a.latents, a.teacher, a.init, a.student, a.out, a.params, a.checkpoint_dir, device)
+    finally:
+        ddp.shutdown()

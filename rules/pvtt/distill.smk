@@ -1,0 +1,34 @@
+# teacher -> student_16 -> student_8 -> student_4 by DMD2 (one DVC stage each).
+
+STUDENT_INIT = {"student_16": "teacher", "student_8": "student_16", "student_4": "student_8"}
+
+for _student, _init in STUDENT_INIT.items():
+
+    rule:
+        name:
+            _student
+        input:
+            latents=f"{A}/latents",
+            teacher=f"{A}/teacher",
+            init=f"{A}/{_init}",
+            code=CODE(_student),
+        output:
+            directory(f"{A}/{_student}"),
+        log:
+            f"{W}/logs/{_student}.log",
+        cache: True  # between-workflow output cache: `snakemake --cache` with SNAKEMAKE_OUTPUT_CACHE set
+        conda:
+            ENV
+        threads: RES("train")["cpus_per_task"]
+        resources:
+            **RES("train"),
+        params:
+            p=P(_student),
+            student=_student,
+            checkpoints=f"{W}/checkpoints/{_student}",
+        shell:
+            torchrun(
+                "scripts/distill.py --params {params.p:q} --latents {input.latents} --teacher {input.teacher}"
+                " --init {input.init} --student {params.student} --out {output} --threads {threads}"
+                " --gpus {resources.gpu} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
+            )
