@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_filters import PARAMS as BASE_PARAMS
-from test_filters import make_work
+from test_filter import PARAMS as BASE_PARAMS
+from test_filter import make_work
 from test_learned_metrics import TINY_CLIP, TINY_DINO, TINY_MUSIQ
 
 from genbuild.io.jsonio import read_json, read_jsonl

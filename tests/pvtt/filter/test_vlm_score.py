@@ -27,8 +27,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from test_filters import PARAMS as BASE_PARAMS  # noqa: E402
-from test_filters import make_work
+from test_filter import PARAMS as BASE_PARAMS  # noqa: E402
+from test_filter import make_work
 
 from genbuild.io.jsonio import read_jsonl  # noqa: E402
 from genbuild.weights import MissingWeightsError  # noqa: E402
