@@ -1,13 +1,13 @@
 """``python -m pvtt <command>``: the user-facing commands that are not DAG stages.
 
 - ``generate``: edit one template video with a new product (``pvtt.deploy.generate``).
-- ``data``: ask the dataset index: ``data stats``, ``data lineage <id>``, ``data ids`` (``pvtt.pack.cli``).
+- ``data``: ask the dataset index: ``data stats``, ``data lineage <id>``, ``data ids`` (``pvtt.pack.query``).
 """
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"generate": "pvtt.deploy.generate", "data": "pvtt.pack.cli"}
+COMMANDS = {"generate": "pvtt.deploy.generate", "data": "pvtt.pack.query"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,9 @@ from pvtt.models.dit import PVTTDiT, read_config
 from pvtt.train.data import encode
 from pvtt.train.loader import load_all
 from pvtt.train.periodic_eval import COLUMNS as EVAL_COLUMNS
+from pvtt.train.phases import TEACHER_PHASES
 
+PHASE_RULES = [rule for _, rule in TEACHER_PHASES]  # the last is `teacher`, the one the students distil
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +58,7 @@ def _model_runs(model_dirs: dict[str, Path], bundle, engine_dir: Path | None, ep
     student_4 exported, so it reuses student_4's step count.
     """
     runs: dict[str, tuple] = {}
-    for name in ("teacher_phase1", "teacher_phase2"):  # earlier phases: how much each phase added
+    for name in PHASE_RULES[:-1]:  # earlier phases: how much each phase added
         if name in model_dirs and read_config(model_dirs[name])["components"] == bundle.components:
             runs[name] = (PVTTDiT.load(model_dirs[name]), int(ep["teacher_steps"]), float(ep["cfg_scale"]))
     runs["teacher"] = (bundle.dit, int(ep["teacher_steps"]), float(ep["cfg_scale"]))
@@ -192,7 +194,7 @@ def dataset_sections(dataset_dir: Path) -> list[tuple[str, str]]:
 def training_table(model_dirs: dict[str, Path]) -> tuple[str, list[str], list[list]]:
     """Every teacher phase's in-training evaluations (eval.csv), one row per checkpoint."""
     rows = []
-    for name in ("teacher_phase1", "teacher_phase2", "teacher"):
+    for name in PHASE_RULES:
         if name in model_dirs and (model_dirs[name] / "eval.csv").is_file():
             with open(model_dirs[name] / "eval.csv", newline="") as f:
                 rows += [[name, int(r["step"])] + [float(r[c]) for c in EVAL_COLUMNS[1:]] for r in csv.DictReader(f)]

@@ -4,7 +4,7 @@
 rule eval:
     input:
         dataset=f"{A}/dataset",
-        phases=[f"{A}/teacher_phase1", f"{A}/teacher_phase2"],
+        phases=[f"{A}/{rule}" for _, rule in TEACHER_PHASES[:-1]],
         teacher=f"{A}/teacher",
         students=expand(f"{A}/{{s}}", s=["student_16", "student_8", "student_4"]),
         engine=f"{A}/engine",
