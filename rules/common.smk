@@ -15,11 +15,19 @@ build_params.validate(config)
 os.environ.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 W = config["paths"]["work"]
 A = config["paths"]["artifacts"]
-WORK = Path(W)  # scripts reading several intermediates get the work dir itself (--work)
 ENV = "../../envs/build.conda.yaml"  # each rule's software (relative to rules/<pipeline>/)
 # SLURM partition for every job; "" leaves it to the profile's default-resources or the cluster default.
 PARTITION = config["resources"].get("partition", "")
 PART = {"slurm_partition": PARTITION} if PARTITION else {}
+
+
+def WORK(wildcards):
+    """The work dir, for scripts that read several intermediates by their layout (--work).
+
+    A function, not the string: params stay plain strings for the output cache, and
+    `snakemake --lint` does not mistake the directory for a hard-coded input path.
+    """
+    return W
 
 
 def LITERAL(s):
