@@ -225,7 +225,7 @@ LONG_RUN = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
-    from pvtt import clips, ingest, shots
+    from pvtt.data import clips, ingest, shots
     manifest, work, params = Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     info = ingest.run(manifest, "long", work / "raw", params)
