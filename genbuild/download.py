@@ -11,6 +11,10 @@ survive a failed attempt, a killed job and a new run::
                       atomically from <key>.part once every byte is in and its sha256 checked
     <key>.lock        an empty file, flock()ed while a process downloads that URL (two jobs
                       with the same URL wait for each other instead of writing one .part twice)
+                      and while one hands the complete file out (``copy_to``) or removes it
+    <key>.users.lock  an empty file that every job using the URL holds a shared flock() on, from
+                      before it waits for <key>.lock until Fetched.release(): the complete file
+                      is removed only when no other job holds it (Fetched.release(remove=True))
 
 An attempt with a non-empty ``.part`` sends ``Range: bytes=N-`` (and ``If-Range``): a ``206``
 whose ``Content-Range`` starts at N is appended, a ``200`` (server without ranges, or the
@@ -21,9 +25,15 @@ exponential backoff (``backoff * 2**k`` seconds); other HTTP errors (404, 403, .
 redirects to a scheme other than http/https fail at once. A sha256 that does not match
 ``expected_sha256`` deletes the ``.part`` (resuming it would only reproduce the mismatch).
 
-The caller owns the complete file: pvtt/data/ingest.py links it into its output and then removes
-it (unless ``ingest.keep_downloads``); a complete file found at the start of a run (a job killed
-after the download) is reused when it matches ``expected_sha256`` (or when none is given).
+The complete file is shared by every job with the same URL (e.g. eight manifest entries, eight
+concurrent ingest jobs). ``fetch(..., copy_to=p)`` hard-links (else copies) it to the caller's
+private path ``p`` while still holding ``<key>.lock``, so nothing another job does to the cache
+afterwards can touch the caller's bytes. The caller ends its use with ``Fetched.release(remove)``
+once its output is in place: pvtt/data/ingest.py removes the cache file that way (unless
+``ingest.keep_downloads``), and it is removed only if no other job still holds it (a job waiting
+for the same URL finds it and does not download again; the last one removes it). A complete file
+found at the start of a run (a job killed after the download) is reused when it matches
+``expected_sha256`` (or when none is given).
 """
 from __future__ import annotations
 
@@ -34,12 +44,13 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from genbuild.manifest import sha256_file
@@ -70,13 +81,71 @@ class _Permanent(Exception):
     """A failure that another attempt will not fix."""
 
 
+class _Claim:
+    """A shared flock() on ``<key>.users.lock``: this job still needs the URL's complete file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._f = open(path, "a+b")
+        try:
+            import fcntl
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_SH)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+
+    def sole_user(self) -> bool:
+        """True when no other job holds a claim (this one is given up, as by close())."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no other job can be seen
+            return True
+        try:
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()                                  # releases the flock
+
+    def __del__(self) -> None:                               # a caller that never called release()
+        self.close()
+
+
 @dataclass(frozen=True)
 class Fetched:
-    path: Path            # the complete file in the cache directory
+    path: Path            # the complete file in the cache directory (shared with other jobs)
     sha256: str
     size: int
     attempts: int         # HTTP attempts made by this call (0: a complete cached file was reused)
     resumed_from: int     # bytes already in the .part when this call started
+    copy: Path | None = None                                 # the caller's private copy (copy_to)
+    _claim: _Claim | None = field(default=None, repr=False, compare=False)
+
+    def release(self, remove: bool = False) -> None:
+        """End this job's use of the cache file; with ``remove`` delete it unless another job
+        (waiting for or using the same URL) still holds it. Idempotent."""
+        claim = self._claim
+        lock = self.path.parent / f"{self.path.name.split('.')[0]}.lock"      # <key>.lock
+        if claim is None:
+            if remove:
+                with _locked(lock):
+                    self.path.unlink(missing_ok=True)
+            return
+        if claim.closed:
+            return
+        if not remove:
+            claim.close()
+            return
+        with _locked(lock):                                  # no job is handed the file meanwhile
+            if claim.sole_user():
+                self.path.unlink(missing_ok=True)
+            claim.close()
 
 
 def is_url(value: str) -> bool:
@@ -208,19 +277,48 @@ def _attempt(opener, url: str, part: Path, meta_path: Path, timeout: float) -> N
             raise _Transient(f"connection closed after {start + got} of {start + expected} bytes")
 
 
+def _hand_out(final: Path, copy_to: Path | None) -> Path | None:
+    """Hard-link (else copy) the complete file to the caller's private path ``copy_to``."""
+    if copy_to is None:
+        return None
+    copy_to = Path(copy_to)
+    copy_to.unlink(missing_ok=True)
+    try:
+        os.link(final, copy_to)
+    except OSError:
+        shutil.copyfile(final, copy_to)
+    return copy_to
+
+
 def fetch(url: str, cache_dir: str | os.PathLike, *, retries: int = 3, backoff: float = 1.0,
           timeout: float = 60.0, expected_sha256: str | None = None,
-          sleep: Callable[[float], None] = time.sleep) -> Fetched:
+          sleep: Callable[[float], None] = time.sleep, copy_to: str | os.PathLike | None = None) -> Fetched:
     """Download ``url`` (resuming a ``.part`` left by an earlier attempt or run) into ``cache_dir``.
 
     Returns the complete file; raises DownloadError (ChecksumMismatch) with a reason naming the URL.
+    With ``copy_to`` the complete file is also hard-linked (else copied) there under the per-URL
+    lock (``Fetched.copy``). The returned record holds this job's claim on the cache file until
+    ``Fetched.release()`` (see the module docstring).
     """
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
         raise DownloadError(f"{url}: scheme {scheme!r} is not allowed (only http, https)")
-    expected = expected_sha256.lower() if expected_sha256 else None
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
+    claim = _Claim(cache / f"{cache_key(url)}.users.lock")   # before waiting for the download lock
+    try:
+        got = _fetch(url, cache, retries=retries, backoff=backoff, timeout=timeout,
+                     expected_sha256=expected_sha256, sleep=sleep,
+                     copy_to=Path(copy_to) if copy_to is not None else None)
+    except BaseException:
+        claim.close()
+        raise
+    return Fetched(got.path, got.sha256, got.size, got.attempts, got.resumed_from, got.copy, claim)
+
+
+def _fetch(url: str, cache: Path, *, retries: int, backoff: float, timeout: float, expected_sha256: str | None,
+           sleep: Callable[[float], None], copy_to: Path | None) -> Fetched:
+    expected = expected_sha256.lower() if expected_sha256 else None
     key = cache_key(url)
     part, meta_path = cache / f"{key}.part", cache / f"{key}.part.json"
     final = cache / f"{key}{url_suffix(url)}"
@@ -229,7 +327,7 @@ def fetch(url: str, cache_dir: str | os.PathLike, *, retries: int = 3, backoff: 
             digest = sha256_file(final)
             if expected is None or digest == expected:
                 log.info("%s: reusing the complete download %s", url, final)
-                return Fetched(final, digest, final.stat().st_size, 0, 0)
+                return Fetched(final, digest, final.stat().st_size, 0, 0, _hand_out(final, copy_to))
             final.unlink()                                   # stale: fetch again
         resumed_from = part.stat().st_size if part.exists() else 0
         opener = _opener()
@@ -261,5 +359,6 @@ def fetch(url: str, cache_dir: str | os.PathLike, *, retries: int = 3, backoff: 
                                    f"the manifest says {expected}")
         os.replace(part, final)                              # atomic: a complete file or none
         meta_path.unlink(missing_ok=True)
+        copy = _hand_out(final, copy_to)
     log.info("%s: %d bytes in %d attempt(s) (resumed from byte %d) -> %s", url, size, attempts, resumed_from, final)
-    return Fetched(final, digest, size, attempts, resumed_from)
+    return Fetched(final, digest, size, attempts, resumed_from, copy)

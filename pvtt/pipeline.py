@@ -14,6 +14,7 @@ Functions here take the pipeline's view of params (``genbuild.workflow.namespace
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,18 +129,44 @@ class Inputs:
     product_files: dict[str, list[str]] = field(default_factory=dict)
 
 
+# What the Snakefile's wildcard_constraints accept for {video} and {product} (rules/pvtt/pvtt.smk).
+ID_PATTERN = "[A-Za-z0-9_-]+"
+_ID_RE = re.compile(f"^{ID_PATTERN}$")
+
+
 def read_manifest(path: str | Path) -> dict:
+    """The external manifest, its shape and ids checked: an error names the manifest and the entry."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"data.manifest: '{p}' does not exist")
     text = p.read_text(encoding="utf-8")
     data = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
-    if not isinstance(data, dict) or not isinstance(data.get("videos", []), list):
+    if not isinstance(data, dict) or not isinstance(data.get("videos") or [], list) \
+            or not isinstance(data.get("products") or [], list):
         raise ValueError(f"data.manifest: '{p}' must hold lists 'videos' and 'products'")
+    for kind in ("videos", "products"):
+        for i, item in enumerate(data.get(kind) or []):
+            if not isinstance(item, dict):
+                raise ValueError(f"data.manifest: '{p}' {kind}[{i}] is not a mapping")
+            iid = item.get("id")
+            if iid is None or isinstance(iid, (bool, list, dict)) or not _ID_RE.match(str(iid)):
+                raise ValueError(f"data.manifest: '{p}' {kind}[{i}] id {iid!r} is not a valid id: an id names "
+                                 f"the job's directories and must match {ID_PATTERN} (letters, digits, '_', '-')")
     return data
 
 
+def _media_file(base: Path, value) -> Path | None:
+    """The local file a manifest path names, when it is one that exists (not a URL, not malformed)."""
+    if not isinstance(value, str) or not value or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
+        return None
+    f = Path(value) if Path(value).is_absolute() else base / value
+    return f if f.exists() else None
+
+
 def list_inputs(config: dict) -> Inputs:
+    """Video and product ids -> their manifest. A manifest error that makes a job impossible (an id the
+    wildcards cannot match, a duplicate id) stops here; a malformed view or path does not: the stage
+    that reads it rejects that entry (so parsing the DAG never fails on one bad row)."""
     from pvtt.data.sample import sample_ids
 
     work = config["paths"]["work"]
@@ -153,21 +180,22 @@ def list_inputs(config: dict) -> Inputs:
     if extra:
         data = read_manifest(extra)
         base = Path(extra).parent
-        for v in data.get("videos", []):
+        for v in data.get("videos") or []:
             vid = str(v["id"])
             if vid in inputs.videos:
                 raise ValueError(f"data.manifest: video id '{vid}' is used twice")
             inputs.videos[vid] = str(extra)
-            f = base / v["path"] if not Path(v["path"]).is_absolute() else Path(v["path"])
-            if f.exists():
+            f = _media_file(base, v.get("path"))
+            if f is not None:
                 inputs.video_files[vid] = str(f)
-        for pr in data.get("products", []):
+        for pr in data.get("products") or []:
             pid = str(pr["id"])
             if pid in inputs.products:
                 raise ValueError(f"data.manifest: product id '{pid}' is used twice")
             inputs.products[pid] = str(extra)
-            files = [base / vw["path"] for vw in pr.get("views", [])]
-            inputs.product_files[pid] = [str(f) for f in files if f.exists()]
+            views = pr.get("views") if isinstance(pr.get("views"), list) else []
+            files = [_media_file(base, vw.get("path")) for vw in views if isinstance(vw, dict)]
+            inputs.product_files[pid] = [str(f) for f in files if f is not None]
     if not inputs.videos:
         raise ValueError("data: no input videos (data.source is not 'sample' and data.manifest lists none)")
     return inputs

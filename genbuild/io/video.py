@@ -13,6 +13,7 @@ import re
 import shutil
 import struct
 import subprocess
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +34,61 @@ class NoFramesError(MediaError):
 
 class TruncatedError(MediaError):
     """A video whose container lists more frames than decode (a cut-off upload or corrupt data)."""
+
+
+class FormatError(MediaError):
+    """A file whose container format is not on ALLOWED_FORMATS (a playlist, a concat list, ...)."""
+
+
+# Input hardening. ffmpeg reads ``name:rest`` as a URL with protocol ``name`` (a relative path
+# ``file:/elsewhere/x.mkv`` opens /elsewhere/x.mkv) and some demuxers open further files
+# (an HLS playlist, a concat list), so every input is given as ``file:`` + its absolute path,
+# only the file protocol is allowed, and only these demuxers (ffmpeg's names; a demuxer named
+# "mov,mp4,m4a,3gp,3g2,mj2" matches when one of its names is listed).
+ALLOWED_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "flv",
+                   "asf", "mpeg", "ogg")
+# Wall-clock limits (seconds) of the ffmpeg/ffprobe processes of this module; expiry raises MediaError.
+PROBE_TIMEOUT_S = 60.0          # ffprobe reading headers only
+COUNT_TIMEOUT_S = 1800.0        # ffprobe -count_frames: decodes every frame of a (long) source
+DECODE_TIMEOUT_S = 600.0        # read_frames (short clips)
+ENCODE_TIMEOUT_S = 600.0        # write_video
+
+
+INPUT_GUARD = ["-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_FORMATS)]
+
+
+def ffmpeg_url(path: str | os.PathLike) -> str:
+    """``file:`` + the absolute path: ffmpeg opens exactly this file, whatever its name looks like."""
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+def input_args(path: str | os.PathLike) -> list[str]:
+    """``-i`` and the options before it that open ``path`` as a local file of an allowed format only."""
+    return [*INPUT_GUARD, "-i", ffmpeg_url(path)]
+
+
+def _run(cmd: list[str], path, what: str, timeout: float, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run with a timeout; expiry raises MediaError naming ``path``."""
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"{path}: {what} timed out after {timeout:g} s") from None
+
+
+def _refused_format(path, stderr: str) -> FormatError | None:
+    """FormatError naming the detected container when ffmpeg refused ``path`` for the format whitelist."""
+    if "not on whitelist" not in stderr:
+        return None
+    fmt = "unknown"
+    try:  # probe again at debug level: ffmpeg names the detected demuxer before refusing it
+        res = subprocess.run([ffprobe_bin(), "-v", "debug", *INPUT_GUARD, ffmpeg_url(path)], capture_output=True,
+                             text=True, errors="replace", timeout=PROBE_TIMEOUT_S)
+        m = re.search(r"Format (\S+) probed with size", res.stderr)
+        fmt = m.group(1) if m else fmt
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return FormatError(f"{path}: container format {fmt!r} is not allowed (playlists and concat lists are refused; "
+                       f"allowed: {', '.join(ALLOWED_FORMATS)})")
 
 
 def ffmpeg_bin() -> str:
@@ -109,7 +165,8 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
 
     With ``count_frames`` every frame is decoded: a stream without a frame raises
     NoFramesError, one whose container lists more frames than decode (with decoder errors:
-    a truncated or corrupt file) raises TruncatedError.
+    a truncated or corrupt file) raises TruncatedError. A container not on ALLOWED_FORMATS
+    (an HLS playlist, a concat list) raises FormatError; see input_args.
     """
     path = Path(path)
     if not path.exists():
@@ -120,15 +177,22 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
     if count_frames:
         cmd += ["-count_frames"]
     cmd += ["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_frames,codec_name,"
-            "duration:stream_side_data=rotation:stream_tags=rotate:format=duration", "-of", "json", str(path)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+            "duration:stream_side_data=rotation:stream_tags=rotate:format=duration,format_name", "-of", "json",
+            *INPUT_GUARD, ffmpeg_url(path)]
+    res = _run(cmd, path, "ffprobe", COUNT_TIMEOUT_S if count_frames else PROBE_TIMEOUT_S, text=True)
     err = res.stderr.strip()
     if res.returncode != 0:
+        refused = _refused_format(path, err)
+        if refused is not None:
+            raise refused
         raise MediaError(f"{path}: not a readable video ({_last_line(err, 'ffprobe failed')})")
     try:
         data = json.loads(res.stdout or "{}")
     except json.JSONDecodeError as e:
         raise MediaError(f"{path}: not a readable video (ffprobe output: {e})") from e
+    fmt = str((data.get("format") or {}).get("format_name") or "")
+    if fmt and not set(fmt.split(",")) & set(ALLOWED_FORMATS):
+        raise FormatError(f"{path}: container format {fmt!r} is not allowed (allowed: {', '.join(ALLOWED_FORMATS)})")
     streams = data.get("streams") or []
     if not streams:
         raise MediaError(f"{path}: no video stream")
@@ -178,7 +242,7 @@ def read_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, fp
     cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", str(threads)]
     if start is not None:
         cmd += ["-ss", f"{start:.6f}"]
-    cmd += ["-i", str(path), "-map", "0:v:0"]
+    cmd += [*input_args(path), "-map", "0:v:0"]
     if duration is not None:
         cmd += ["-t", f"{duration:.6f}"]
     filters = []
@@ -191,8 +255,11 @@ def read_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, fp
     # passthrough: every decoded (or fps-filtered) frame once; the rawvideo muxer would otherwise
     # make the output constant-rate, duplicating frames across the gaps of a variable-rate source.
     cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    res = subprocess.run(cmd, capture_output=True)
+    res = _run(cmd, path, "decode", DECODE_TIMEOUT_S)
     if res.returncode != 0:
+        refused = _refused_format(path, res.stderr.decode(errors="replace"))
+        if refused is not None:
+            raise refused
         raise MediaError(f"{path}: decode failed ({res.stderr.decode(errors='replace').strip()[-300:]})")
     w, h = size if size is not None else (info.width, info.height)
     frame_bytes = w * h * 3
@@ -221,9 +288,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
     path = Path(path)
     with atomic_path(path) as tmp:
         cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{w}x{h}", "-r", f"{Fraction(fps).limit_denominator(1001)}", "-i", "-",
-               *x264_args(crf, preset, threads), "-f", "mp4", str(tmp)]
-        res = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
+               "-s", f"{w}x{h}", "-r", f"{Fraction(fps).limit_denominator(1001)}", "-protocol_whitelist", "pipe",
+               "-i", "pipe:0", *x264_args(crf, preset, threads), "-f", "mp4", ffmpeg_url(tmp)]
+        res = _run(cmd, path, "encode", ENCODE_TIMEOUT_S, input=frames.tobytes())
         if res.returncode != 0:
             raise MediaError(f"{path}: encode failed ({res.stderr.decode(errors='replace').strip()[-300:]})")
 
@@ -276,17 +343,34 @@ def mp4_video_facts(path: str | os.PathLike) -> tuple[int, int, int]:
     raise MediaError(f"{path}: no readable mp4 video index")
 
 
-def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
-    """Load an image as uint8 array; a missing, empty or undecodable file raises MediaError naming it."""
+class ImageTooLargeError(MediaError):
+    """An image whose header claims more pixels than the caller's limit (or PIL's bomb limit)."""
+
+
+def read_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int | None = None) -> np.ndarray:
+    """Load an image as uint8 array; a missing, empty or undecodable file raises MediaError naming it.
+
+    ``max_pixels``: refuse (ImageTooLargeError) an image whose header claims more pixels,
+    before anything is decoded; PIL's own decompression-bomb limit raises the same error.
+    """
     path = Path(path)
     if not path.exists():
         raise MediaError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file (0 bytes)")
+    limit = f"the limit of {max_pixels} pixels" if max_pixels is not None else "PIL's decompression-bomb limit"
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert(mode)).copy()
+        with warnings.catch_warnings():
+            if max_pixels is not None:      # the caller's cap decides, not PIL's warning threshold
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if max_pixels is not None and w * h > max_pixels:
+                    raise ImageTooLargeError(f"{path}: image is {w}x{h} = {w * h} pixels, over {limit}")
+                im.load()
+                return np.asarray(im.convert(mode)).copy()
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{path}: image over {limit} ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise MediaError(f"{path}: cannot decode image ({e.__class__.__name__}: {e})") from e
 

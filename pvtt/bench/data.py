@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from genbuild.io.video import ffmpeg_bin, x264_args
+from genbuild.io.video import ffmpeg_bin, ffmpeg_url, input_args, x264_args
 from genbuild.params import load
 from genbuild.workflow import namespace
 from pvtt.data import clips, ingest, sample, shots
@@ -28,9 +28,9 @@ from pvtt.data import clips, ingest, sample, shots
 
 def _bare_transcode(src: Path, dst: Path, cfg: dict, vcfg: dict, threads: int) -> None:
     """Decode the whole video and encode it as the clips stage encodes (size, fps, x264 settings)."""
-    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-threads", str(threads), "-i", str(src),
+    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-threads", str(threads), *input_args(src),
            "-vf", f"fps={cfg['fps']},scale={cfg['width']}:{cfg['height']}:flags=area", "-an",
-           *x264_args(vcfg["crf"], vcfg["preset"], vcfg["threads"]), str(dst)]
+           *x264_args(vcfg["crf"], vcfg["preset"], vcfg["threads"]), ffmpeg_url(dst)]
     subprocess.run(cmd, check=True)
 
 

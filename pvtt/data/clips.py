@@ -54,7 +54,7 @@ from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.rejects import Rejects
-from genbuild.io.video import MediaError, ffmpeg_bin, mp4_video_facts, x264_args
+from genbuild.io.video import MediaError, ffmpeg_bin, ffmpeg_url, input_args, mp4_video_facts, x264_args
 
 log = logging.getLogger("pvtt.data.clips")
 
@@ -244,10 +244,10 @@ def cut_clips(src: Path, jobs: list[dict], out_dir: Path, cfg: dict, vcfg: dict,
     # Decoding and filtering use the job's threads (same frames whatever the count); the encoder
     # uses video.threads, because x264's output bytes depend on its thread count.
     cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-threads", str(max(1, threads)),
-           "-filter_complex_threads", str(max(1, threads)), "-i", str(src), "-filter_complex", ";".join(graph + chains)]
+           "-filter_complex_threads", str(max(1, threads)), *input_args(src), "-filter_complex", ";".join(graph + chains)]
     for i, c in enumerate(jobs):
         cmd += ["-map", f"[o{i}]", "-frames:v", str(c["n_frames"]), "-an",
-                *x264_args(vcfg["crf"], vcfg["preset"], vcfg["threads"]), "-f", "mp4", str(out_dir / c["path"])]
+                *x264_args(vcfg["crf"], vcfg["preset"], vcfg["threads"]), "-f", "mp4", ffmpeg_url(out_dir / c["path"])]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         tail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"ffmpeg exit {res.returncode}"

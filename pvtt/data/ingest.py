@@ -30,7 +30,13 @@ every such row up front as a ManifestError naming the entries. An optional manif
 
 Reject reasons (the part before the first ``:`` is the category rejects are counted by):
 ``refused source``, ``download failed``, ``sha256 mismatch``, ``unreadable video``,
-``no frames``, ``truncated``, ``too small``, ``too few frames``, ``remux failed``.
+``no frames``, ``truncated``, ``too small``, ``too few frames``, ``remux failed``, ``bad field``
+(a free-text field, ``category``/``caption``/``product_id``, that is a list or a mapping; a YAML
+date, number or boolean is written as its text).
+
+Downloads shared by several entries (one URL, concurrent jobs): each job gets its own hard link
+(else copy) of the complete file under the per-URL lock, and the cache file is removed only by the
+last job still using it (genbuild/download.py).
 
 Output directory ``raw/<id>/``::
 
@@ -46,6 +52,7 @@ here (``load_manifest``, ``find_video``, ``find_product``, ``resolve_media_path`
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -64,7 +71,17 @@ from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import write_json
 from genbuild.io.rejects import Rejects
-from genbuild.io.video import BITEXACT, MediaError, NoFramesError, TruncatedError, ffmpeg_bin, probe, read_frames
+from genbuild.io.video import (
+    BITEXACT,
+    MediaError,
+    NoFramesError,
+    TruncatedError,
+    ffmpeg_bin,
+    ffmpeg_url,
+    input_args,
+    probe,
+    read_frames,
+)
 from genbuild.manifest import sha256_file
 
 log = logging.getLogger("pvtt.data.ingest")
@@ -242,11 +259,14 @@ def source_problems(manifest: dict, manifest_path: str | os.PathLike,
 
 
 def obtain_source(value: str, manifest_path: str | os.PathLike, cfg: dict, item: str,
-                  expected_sha256: str | None = None) -> tuple[Path, download.Fetched | None]:
+                  expected_sha256: str | None = None, copy_to: str | os.PathLike | None = None,
+                  ) -> tuple[Path, download.Fetched | None]:
     """A local file for manifest path ``value`` (``item`` names the entry in messages): the file
-    itself, or the complete download of a URL (then also the Fetched record, whose file the caller
-    removes when done). ``cfg`` is validate_params()'s. Raises SourceError (refused source,
-    download failed, sha256 mismatch) or MediaError (no such file).
+    itself, or the complete download of a URL (then also the Fetched record; the caller ends its
+    use with ``fetched.release(remove=not cfg["keep_downloads"])``). With ``copy_to`` a download is
+    handed out as the caller's private hard link (else copy) ``copy_to``, which is then the path
+    returned: other jobs sharing the URL cannot remove it. ``cfg`` is validate_params()'s. Raises
+    SourceError (refused source, download failed, sha256 mismatch) or MediaError (no such file).
     """
     try:
         kind, where = check_source(value, manifest_path, cfg["data_root"])
@@ -256,12 +276,12 @@ def obtain_source(value: str, manifest_path: str | os.PathLike, cfg: dict, item:
         try:
             fetched = download.fetch(str(where), cfg["download_dir"], retries=cfg["retries"],
                                      backoff=cfg["backoff_seconds"], timeout=cfg["timeout_seconds"],
-                                     expected_sha256=expected_sha256)
+                                     expected_sha256=expected_sha256, copy_to=copy_to)
         except download.ChecksumMismatch as e:
             raise SourceError("sha256 mismatch", str(e)) from None
         except download.DownloadError as e:
             raise SourceError("download failed", str(e)) from None
-        return fetched.path, fetched
+        return fetched.copy or fetched.path, fetched
     src = Path(where)
     if not src.is_file():
         raise MediaError(f"{src}: no such file")
@@ -319,8 +339,8 @@ class _Reject(Exception):
 
 def _remux_to_mp4(src: Path, dst: Path) -> None:
     """Copy the first video stream of ``src`` into an mp4 container without re-encoding."""
-    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-i", str(src), "-map", "0:v:0", "-c", "copy",
-           "-an", "-sn", "-dn", *BITEXACT, "-f", "mp4", str(dst)]
+    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", *input_args(src), "-map", "0:v:0", "-c", "copy",
+           "-an", "-sn", "-dn", *BITEXACT, "-f", "mp4", ffmpeg_url(dst)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         tail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"ffmpeg exit {res.returncode}"
@@ -351,12 +371,25 @@ def _reason(e: Exception) -> str:
     return f"unreadable video: {e}"
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` (a download: the cache copy survives until the output is in place), else copy."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+TEXT_FIELDS = ("category", "caption", "product_id")
+_SCALARS = (str, bool, int, float, datetime.date, datetime.time)
+
+
+def text_fields(entry: dict, keys: tuple[str, ...], item: str) -> tuple[dict[str, str | None], list[str]]:
+    """The free-text fields ``keys`` of a manifest entry as strings (a YAML date such as
+    ``caption: 2024-05-01``, a number or a boolean becomes its text; absent stays None), and a
+    ``bad field`` reject reason naming ``item`` and the key for each value that is not a scalar
+    (a list or a mapping; its value becomes None)."""
+    out: dict[str, str | None] = {}
+    bad: list[str] = []
+    for key in keys:
+        value = entry.get(key)
+        if value is None or isinstance(value, _SCALARS):
+            out[key] = None if value is None else str(value)
+        else:
+            out[key] = None
+            bad.append(f"bad field: {item} key {key!r} must be text, got a {type(value).__name__} ({value!r:.80})")
+    return out, bad
 
 
 def ingest_video(entry: dict, manifest_path: str | os.PathLike, out: str | os.PathLike, params: dict) -> dict:
@@ -364,19 +397,44 @@ def ingest_video(entry: dict, manifest_path: str | os.PathLike, out: str | os.Pa
     cfg = validate_params(params)
     vid = str(entry["id"])
     rejects = Rejects(STAGE)
+    texts, bad_fields = text_fields(entry, TEXT_FIELDS, f"video {vid!r}")
     info: dict[str, Any] = {
         "id": vid, "status": "ok", "reason": None, "source": str(entry["path"]),
-        "sha256": None, "source_sha256": None,
-        "category": entry.get("category"), "caption": entry.get("caption"),
-        "product_id": entry.get("product_id"), "probe": None,
+        "sha256": None, "source_sha256": None, **texts, "probe": None,
     }
     out = Path(out)
     fetched: download.Fetched | None = None
-    with atomic_path(out, directory=True) as tmp:
-        dst = tmp / "video.mp4"
+    try:
+        with atomic_path(out, directory=True) as tmp:
+            fetched = _ingest_into(tmp, entry, manifest_path, cfg, info, rejects, bad_fields)
+        # Only once raw/<id>/ is in place (it holds a hard link or copy): a job killed before this
+        # leaves the complete download in the cache for the next run. Another job still using the
+        # same URL keeps it there (download.Fetched.release).
+        if fetched is not None:
+            fetched.release(remove=not cfg["keep_downloads"])
+    finally:
+        if fetched is not None:
+            fetched.release()
+    if info["status"] == "ok":
+        p = info["probe"]
+        log.info("%s: ok %dx%d %.3f fps %d frames (%s)", vid, p["width"], p["height"], p["fps"], p["n_frames"],
+                 entry["path"])
+    return info
+
+
+def _ingest_into(tmp: Path, entry: dict, manifest_path: str | os.PathLike, cfg: dict, info: dict,
+                 rejects: Rejects, bad_fields: list[str]) -> download.Fetched | None:
+    """Fill the temporary output ``tmp`` of ingest_video; return the download record (or None)."""
+    vid = info["id"]
+    fetched: download.Fetched | None = None
+    dst = tmp / "video.mp4"
+    private = tmp / f".source{download.url_suffix(str(entry['path']))}"   # this job's copy of a download
+    try:
         try:
+            if bad_fields:
+                raise _Reject(bad_fields[0])
             src, fetched = obtain_source(str(entry["path"]), manifest_path, cfg, f"video {vid!r}",
-                                         entry.get("sha256"))
+                                         entry.get("sha256"), copy_to=private)
             info["source_sha256"] = fetched.sha256 if fetched else _sha256_or_raise(src)
             is_mp4 = (download.url_suffix(str(entry["path"])) if fetched else src.suffix.lower()) == ".mp4"
             pr = check_video(src, cfg["min_frames"])
@@ -388,7 +446,7 @@ def ingest_video(entry: dict, manifest_path: str | os.PathLike, out: str | os.Pa
                               f"{cfg['min_frames']}")
             if is_mp4:
                 if fetched:
-                    _link_or_copy(src, dst)
+                    os.replace(src, dst)               # this job's private hard link (or copy)
                 else:
                     shutil.copyfile(src, dst)          # bytes unchanged
             else:
@@ -402,22 +460,21 @@ def ingest_video(entry: dict, manifest_path: str | os.PathLike, out: str | os.Pa
         except (MediaError, _Reject) as e:
             reason = _reason(e)
             if fetched is not None:                    # name the URL, not the cache file
-                reason = reason.replace(str(fetched.path), str(entry["path"]))
+                for p in (private, fetched.path):
+                    reason = reason.replace(str(p), str(entry["path"]))
             info.update(status="rejected", reason=reason, probe=None, sha256=None)
             if dst.exists():
                 dst.unlink()
             rejects.add(vid, reason, source=str(entry["path"]))
+        finally:
+            private.unlink(missing_ok=True)
         write_json(tmp / "info.json", info)
         rejects.write(tmp / "rejects.jsonl")
-    # Only once raw/<id>/ is in place (it holds a hard link or copy): a job killed before this
-    # leaves the complete download in the cache for the next run.
-    if fetched is not None and not cfg["keep_downloads"]:
-        fetched.path.unlink(missing_ok=True)
-    if info["status"] == "ok":
-        p = info["probe"]
-        log.info("%s: ok %dx%d %.3f fps %d frames (%s)", vid, p["width"], p["height"], p["fps"], p["n_frames"],
-                 entry["path"])
-    return info
+    except BaseException:
+        if fetched is not None:
+            fetched.release()
+        raise
+    return fetched
 
 
 def run(manifest_path: str | os.PathLike, video_id: str, out: str | os.PathLike, params: dict) -> dict:

@@ -126,11 +126,13 @@ def pair_id(clip_id: str, product: str, view: Any) -> str:
     return f"{clip_id}__{product}_{view}"
 
 
-def make_caption(category_from: str, product: dict, video_caption: str | None) -> str:
+def make_caption(category_from: str, product: dict, video_caption: object) -> str:
     """Instruction caption from the new product's metadata and the source video's caption."""
-    what = (product.get("caption") or product.get("name") or product.get("category") or product["id"]).strip()
+    # Index values are SQLite's: a caption, name or id typed as a number comes back an int or float.
+    what = next((str(v) for v in (product.get("caption"), product.get("name"), product.get("category"))
+                 if v is not None and v != ""), str(product["id"])).strip()
     text = f"Replace the {category_from} with {what}"
-    vc = (video_caption or "").strip()
+    vc = ("" if video_caption is None else str(video_caption)).strip()
     return f"{text}; {vc}" if vc else text
 
 

@@ -60,7 +60,7 @@ from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import write_json
 from genbuild.io.rejects import Rejects
-from genbuild.io.video import MediaError, read_image, write_png
+from genbuild.io.video import ImageTooLargeError, MediaError, read_image, write_png
 from genbuild.registry import Registry
 from pvtt.data import ingest
 from pvtt.data.backends import BackendError
@@ -71,7 +71,7 @@ log = logging.getLogger("pvtt.data.products")
 STAGE = "products"
 DEFAULTS = {"backend": "white_matting", "white_threshold": 232, "feather": 1, "pad": 4,
             "rembg_model": "models/rembg/u2net.onnx", "min_component_frac": 0.1, "max_alpha_frac": 0.98,
-            "open_hole_min_frac": 0.01, "hole_bg_tolerance": 2.0}
+            "open_hole_min_frac": 0.01, "hole_bg_tolerance": 2.0, "max_pixels": 80_000_000}
 _VIEW_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -288,14 +288,20 @@ def validate_params(params: dict) -> dict:
         raise bad("open_hole_min_frac", "a number >= 0")
     if not is_num(c["hole_bg_tolerance"]) or not 0 <= c["hole_bg_tolerance"] <= 255:
         raise bad("hole_bg_tolerance", "a number in [0, 255]")
+    if not is_int(c["max_pixels"]) or c["max_pixels"] < 1:
+        raise bad("max_pixels", "an integer >= 1")
     return c
 
 
 # ----------------------------------------------------------------------------- stage
 
-def load_rgb(path: Path) -> np.ndarray:
-    """RGB uint8; transparent pixels of an RGBA/LA/P image are composited onto white. Raises MediaError."""
-    rgba = read_image(path, "RGBA")
+def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """RGB uint8; transparent pixels of an RGBA/LA/P image are composited onto white. Raises MediaError
+    (ImageTooLargeError, before decoding, for an image of more than ``max_pixels``: params products.max_pixels)."""
+    try:
+        rgba = read_image(path, "RGBA", max_pixels=max_pixels)
+    except ImageTooLargeError as e:
+        raise ImageTooLargeError(f"{e} (params products.max_pixels)") from None
     a = rgba[..., 3:4].astype(np.float32) / 255.0
     if a.min() >= 1.0:
         return rgba[..., :3].copy()
@@ -326,6 +332,66 @@ def cutout(rgb: np.ndarray, alpha: np.ndarray, pad: int) -> tuple[np.ndarray, li
     return crop, [x0 - pad, y0 - pad, x1 + pad, y1 + pad]
 
 
+def _product_view(v: dict, tmp: Path, product_id: str, manifest_path, cfg: dict, icfg: dict, backend,
+                  rejects: Rejects, seen: set[str]) -> dict | None:
+    """One manifest view -> its cut-out in ``tmp`` and its record, or None with a reject naming why.
+
+    Each view stands alone: a bad one (id, path, download, image, matte) is rejected and the
+    product keeps its other views.
+    """
+    view = str(v.get("view"))
+    item = f"{product_id}/{view}"
+    if not v.get("view") or not _VIEW_RE.match(view):
+        rejects.add(item, f"invalid view id: {view!r} (allowed: [A-Za-z0-9._-])")
+        return None
+    if view in seen:
+        rejects.add(item, f"duplicate view id: {view!r} listed twice", source=str(v.get("path")))
+        return None
+    seen.add(view)
+    if not v.get("path"):
+        rejects.add(item, f"missing key: product {product_id!r} view {view!r} in {manifest_path} has no 'path'")
+        return None
+    # A download is handed to this job as its own hard link (else copy) ``private``: another
+    # job sharing the URL cannot remove it; the cache file goes when no job uses it any more.
+    private = tmp / f".{view}.source{ingest.download.url_suffix(str(v['path']))}"
+    try:  # a local path under the data root, or an http(s) URL (downloaded as ingest does)
+        src, fetched = ingest.obtain_source(v["path"], manifest_path, icfg,
+                                            f"product {product_id!r} view {view!r}", copy_to=private)
+        try:
+            rgb = load_rgb(src, cfg["max_pixels"])
+        finally:
+            private.unlink(missing_ok=True)
+            if fetched is not None:
+                fetched.release(remove=not icfg["keep_downloads"])
+        if fetched is not None:
+            src = v["path"]                    # name the URL, not this job's copy
+    except SourceError as e:
+        rejects.add(item, f"{e.kind}: {e}", source=str(v["path"]))
+        return None
+    except MediaError as e:
+        reason = str(e).replace(str(private), str(v["path"]))
+        rejects.add(item, f"unreadable image: {reason}", source=str(v["path"]))
+        return None
+    alpha = backend.matte(rgb)
+    frac_src = float(alpha.mean()) / 255.0
+    cut = cutout(rgb, alpha, cfg["pad"])
+    if cut is None or not (alpha > 127).any():
+        rejects.add(item, f"empty matte: no foreground found in {src} by {backend.name}", source=str(v["path"]))
+        return None
+    if frac_src > cfg["max_alpha_frac"]:
+        rejects.add(item, f"no background: matte covers {frac_src:.1%} of {src} "
+                          f"(> products.max_alpha_frac {cfg['max_alpha_frac']})", source=str(v["path"]))
+        return None
+    rgba, box = cut
+    write_png(tmp / f"{view}.png", rgba)
+    h, w = rgba.shape[:2]
+    rec = {"view": view, "path": f"{view}.png", "source": str(v["path"]), "width": int(w), "height": int(h),
+           "aspect": round(w / h, 6), "alpha_frac": round(float(rgba[..., 3].mean()) / 255.0, 6),
+           "src_box": box}
+    log.info("%s: %s -> %dx%d alpha %.3f", product_id, view, w, h, rec["alpha_frac"])
+    return rec
+
+
 def run(manifest_path: str | Path, product_id: str, out: str | Path, params: dict) -> dict:
     """Build ``out`` (products/<id>/) for one manifest product; return what product.json holds.
 
@@ -337,60 +403,23 @@ def run(manifest_path: str | Path, product_id: str, out: str | Path, params: dic
     entry = find_product(manifest, product_id, manifest_path)
     backend = get_backend(cfg)
     rejects = Rejects(STAGE)
+    # Free text as strings (a YAML date caption is written as its text); a list/mapping rejects the product.
+    texts, bad_fields = ingest.text_fields(entry, ("category", "name", "caption"), f"product {product_id!r}")
     result: dict[str, Any] = {"id": product_id, "status": "ok", "reason": None, "backend": backend.name,
-                              "category": entry.get("category"), "name": entry.get("name"),
-                              "caption": entry.get("caption"), "views": []}
+                              **texts, "views": []}
     views = entry.get("views") or []
     seen: set[str] = set()
     with atomic_path(out, directory=True) as tmp:
-        for v in sorted(views, key=lambda v: (str(v.get("view")), str(v.get("path")))):
-            view = str(v.get("view"))
-            item = f"{product_id}/{view}"
-            if not v.get("view") or not _VIEW_RE.match(view):
-                rejects.add(item, f"invalid view id: {view!r} (allowed: [A-Za-z0-9._-])")
-                continue
-            if view in seen:
-                rejects.add(item, f"duplicate view id: {view!r} listed twice", source=str(v.get("path")))
-                continue
-            seen.add(view)
-            if not v.get("path"):
-                rejects.add(item, "unreadable image: view has no path")
-                continue
-            try:  # a local path under the data root, or an http(s) URL (downloaded as ingest does)
-                src, fetched = ingest.obtain_source(v["path"], manifest_path, icfg,
-                                                    f"product {product_id!r} view {view!r}")
-                try:
-                    rgb = load_rgb(src)
-                finally:
-                    if fetched is not None and not icfg["keep_downloads"]:
-                        fetched.path.unlink(missing_ok=True)
-            except SourceError as e:
-                rejects.add(item, f"{e.kind}: {e}", source=str(v["path"]))
-                continue
-            except MediaError as e:
-                rejects.add(item, f"unreadable image: {e}", source=str(v["path"]))
-                continue
-            alpha = backend.matte(rgb)
-            frac_src = float(alpha.mean()) / 255.0
-            cut = cutout(rgb, alpha, cfg["pad"])
-            if cut is None or not (alpha > 127).any():
-                rejects.add(item, f"empty matte: no foreground found in {src} by {backend.name}", source=str(v["path"]))
-                continue
-            if frac_src > cfg["max_alpha_frac"]:
-                rejects.add(item, f"no background: matte covers {frac_src:.1%} of {src} "
-                                  f"(> products.max_alpha_frac {cfg['max_alpha_frac']})", source=str(v["path"]))
-                continue
-            rgba, box = cut
-            write_png(tmp / f"{view}.png", rgba)
-            h, w = rgba.shape[:2]
-            rec = {"view": view, "path": f"{view}.png", "source": str(v["path"]), "width": int(w), "height": int(h),
-                   "aspect": round(w / h, 6), "alpha_frac": round(float(rgba[..., 3].mean()) / 255.0, 6),
-                   "src_box": box}
-            result["views"].append(rec)
-            log.info("%s: %s -> %dx%d alpha %.3f", product_id, view, w, h, rec["alpha_frac"])
+        for v in [] if bad_fields else sorted(views, key=lambda v: (str(v.get("view")), str(v.get("path")))):
+            rec = _product_view(v, tmp, product_id, manifest_path, cfg, icfg, backend, rejects, seen)
+            if rec is not None:
+                result["views"].append(rec)
         if not result["views"]:
             result["status"] = "rejected"
-            if not views:
+            if bad_fields:
+                result["reason"] = bad_fields[0]
+                rejects.add(product_id, result["reason"])
+            elif not views:
                 result["reason"] = "no views listed in the manifest"
                 rejects.add(product_id, result["reason"])
             else:

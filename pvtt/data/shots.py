@@ -36,7 +36,7 @@ from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.rejects import Rejects
-from genbuild.io.video import MediaError, ffmpeg_bin, probe
+from genbuild.io.video import MediaError, ffmpeg_bin, input_args, probe
 from genbuild.registry import Registry
 
 log = logging.getLogger("pvtt.data.shots")
@@ -162,7 +162,7 @@ def iter_frames_bgr(path: Path, size: tuple[int, int], threads: int = 1) -> Iter
     display size that probe() reports).
     """
     w, h = size
-    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", str(max(1, threads)), "-i", str(path),
+    cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", str(max(1, threads)), *input_args(path),
            "-map", "0:v:0", "-vf", f"scale={w}:{h}:flags=bilinear", "-fps_mode", "passthrough",
            "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

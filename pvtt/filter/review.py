@@ -89,11 +89,22 @@ def load_kept(filter_dirs: list[str | Path]) -> dict[str, dict]:
     return kept
 
 
+class VerdictsError(ValueError):
+    """A verdicts CSV that cannot be read (not UTF-8); the message names the file and the problem."""
+
+
 def read_verdicts(path: str | Path) -> dict[str, dict]:
     """pair_id -> {"verdict": "accept"|"reject"|"", "notes", "row"}; unknown verdicts raise ValueError naming the row."""
     path = Path(path)
     out: dict[str, dict] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    data = path.read_bytes()
+    try:  # UTF-8, with or without a BOM; anything else (a cp1252 "CSV" save) is refused, not guessed
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise VerdictsError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}: {e.reason}); "
+                            "save the verdicts CSV as UTF-8 (e.g. Excel's 'CSV UTF-8'), then rerun") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         cols = [c.strip() for c in (reader.fieldnames or [])]
         if "pair_id" not in cols or "verdict" not in cols:
@@ -216,7 +227,8 @@ def render_sheet(work: Path, sampled: list[str], kept: dict[str, dict], pairs_me
         info, pair = kept[pid], pairs_meta.get(pid)
         frames, ref = _media_cells(work, info["shard"], pid, pair)
         scores = _scores_cell(info["scores"])
-        caption = html.escape(pair.get("caption", "")) if pair else ""
+        caption = pair.get("caption") if pair else None
+        caption = html.escape("" if caption is None else str(caption))  # pairs JSON: a number or null shows as text
         cats = (f"{html.escape(str(pair.get('category_from')))} &rarr; {html.escape(str(pair.get('category_to')))}"
                 if pair else "")
         rows.append(f"<tr><td>{i + 1}</td><td><code>{html.escape(pid)}</code><br><span class=small>"
