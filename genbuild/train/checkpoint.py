@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genbuild.io.atomic import remove_stale_temps
+from genbuild.io.atomic import atomic_path, fsync_path, remove_stale_temps
 from genbuild.manifest import sha256_file
 
 log = logging.getLogger(__name__)
@@ -146,15 +146,6 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator] | None = N
 
 
 # -- the checkpoint directory --------------------------------------------------------------------
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class Checkpointer:
     """Saves every ``every`` steps (and after the last) into ``directory``; finds the one to resume.
 
@@ -217,19 +208,9 @@ class Checkpointer:
         d = self.directory
         d.mkdir(parents=True, exist_ok=True)
         final = d / f"step-{done:08d}-{self.fp[:16]}.pt"
-        tmp = d / f".{final.name}.tmp-{os.getpid()}"
         payload = {"format": FORMAT, "stage": self.stage, "fingerprint": self.fp, "step": int(done), **state}
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        _fsync_dir(d)
+        with atomic_path(final) as tmp:  # fsynced, renamed, directory fsynced: a kill leaves old or new
+            torch.save(payload, tmp)
         self._prune()
         log.info("%s: checkpoint at step %d -> %s", self.stage, done, final)
         return final
@@ -261,7 +242,7 @@ def prune(directory: str | os.PathLike, keep_fingerprint: str | None = None, dry
         if not dry_run:
             path.unlink()
     if doomed and not dry_run:
-        _fsync_dir(Path(directory))
+        fsync_path(Path(directory))
     return doomed
 
 
