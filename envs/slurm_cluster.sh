@@ -1,41 +1,258 @@
 #!/usr/bin/env bash
 # A throw-away single-node SLURM cluster on localhost, for `make test-slurm`.
 #
-#   envs/slurm_cluster.sh up DIR     # start munged + slurmctld + slurmd with all state in DIR
-#   envs/slurm_cluster.sh down DIR   # stop exactly the daemons `up DIR` started
+#   envs/slurm_cluster.sh up DIR             # start munged + slurmctld + slurmd with all state in DIR
+#   envs/slurm_cluster.sh up --dry-run DIR   # the checks and bookkeeping below, but no daemons (tests)
+#   envs/slurm_cluster.sh down DIR           # stop exactly the daemons `up DIR` started
+#
+# Safety contract: the harness never touches a cluster it did not create.
+# - No global configuration. Nothing is written under /etc/slurm. The daemons get `-f
+#   DIR/slurm.conf`; clients get SLURM_CONF=DIR/slurm.conf, and DIR/bin holds wrappers of the client
+#   commands (srun, sbatch, squeue, ...) that set it: snakemake-executor-plugin-slurm-jobstep
+#   (0.6.1) drops every SLURM_* variable but the job ids before its inner `srun`, while PATH goes
+#   through. Use both: `. DIR/env` (tests_slurm/run.sh does).
+# - Refusals (message, exit 1, nothing changed): `up` refuses where /etc/slurm/slurm.conf exists
+#   (or is a dangling link) and is not a slurm.conf this harness wrote, and where a slurmctld or
+#   slurmd runs that it did not start: a host with a real SLURM is not ours to run a second
+#   slurmctld/slurmd on (ports, state, jobs could clash).
+# - DIR: `up` takes only a path that does not exist yet; it creates it (plain mkdir, so a parent
+#   must exist) and writes the marker DIR/.pvtt-slurm-harness. `down` acts only on a DIR with that
+#   marker. The harness deletes no directory (tests_slurm/run.sh removes its own mktemp dir).
+# - One cluster at a time: `up` and `down` hold the lock $LOCK (flock) while they work, and a
+#   second `up` fails at once naming the holder. $STATE names the cluster, its `up` process and
+#   that process's parent, the owner (who is to run `down`). A next `up` refuses while the owner
+#   lives; if the owner is gone (e.g. SIGKILLed test) or `up` died half-way, it stops the daemons
+#   the old run recorded in its DIR/pids (only processes whose start time and /proc/PID/cmdline
+#   still match) and goes on. `up` itself stops what it started on any failure or signal (trap).
+# - System paths written: $LOCK and $STATE only. A policy-rc.d that envs/slurm_packages.sh left
+#   behind (killed during apt-get; recognised by its exact content) is removed by the next `up`.
+# - Test-only overrides: PVTT_SLURM_GLOBAL_CONF (/etc/slurm/slurm.conf), PVTT_SLURM_LOCK
+#   (/run/pvtt-slurm-harness.lock), PVTT_SLURM_STATE (/run/pvtt-slurm-harness.state),
+#   PVTT_SLURM_POLICY_RC (/usr/sbin/policy-rc.d). `up --dry-run` skips the root and package checks
+#   and starts nothing; it still locks, recovers stale state, creates DIR + marker and records
+#   itself in $STATE (so `down DIR` is needed after it, as after a real `up`).
 #
 # Needs root and Debian's slurm-wlm + munge (envs/slurm_packages.sh installs them; this script
 # installs nothing). Everything lives under DIR: munge key and socket, slurm.conf (CPUs from
 # `nproc`, RealMemory a bit below `free -m`'s total, one partition "debug"), state, spool,
 # logs, and DIR/jobcomp.log, where SLURM itself writes one completion record per job
 # (jobcomp/filetxt). Only 127.0.0.1 is used; the two ports are picked free at start-up.
-#
-# Client commands (sbatch, squeue, srun inside jobs) find the cluster through
-# /etc/slurm/slurm.conf, which `up` makes a link to DIR/slurm.conf and `down` removes (only
-# that link, only while it points into DIR). SLURM_CONF alone is not enough:
-# snakemake-executor-plugin-slurm-jobstep (0.6.1) drops every SLURM_* variable except the job
-# ids before its inner `srun`. `up` refuses to run when /etc/slurm/slurm.conf is a real file
-# (a real cluster) or belongs to another live test cluster.
-#
-# Daemons run in the foreground, each in its own session; their PIDs and start times (so a
-# recycled PID is never hit) go to DIR/pids. `down` cancels the cluster's jobs (scancel, bounded
-# wait), adds any slurmstepd still holding a file under DIR, and sends TERM, then KILL after a
-# bounded wait, to the recorded processes and nothing else. Rerunning `up` on the same DIR first stops what it recorded.
+# Daemons run in the foreground, each in its own session; their PIDs and start times go to
+# DIR/pids. `down` cancels the cluster's jobs (scancel, bounded wait), adds any slurmstepd still
+# holding a file under DIR, and sends TERM, then KILL after a bounded wait, to those processes.
 set -euo pipefail
 
 SBIN=/usr/sbin
-SYSCONF=${SLURM_CLUSTER_SYSCONF:-/etc/slurm/slurm.conf}  # where client commands look by default
+GLOBAL_CONF=${PVTT_SLURM_GLOBAL_CONF:-/etc/slurm/slurm.conf}
+LOCK=${PVTT_SLURM_LOCK:-/run/pvtt-slurm-harness.lock}
+STATE=${PVTT_SLURM_STATE:-/run/pvtt-slurm-harness.state}
+POLICY_RC=${PVTT_SLURM_POLICY_RC:-/usr/sbin/policy-rc.d}
 WAIT_UP=${SLURM_CLUSTER_WAIT_UP:-60}      # seconds to wait for the node to be idle
 WAIT_DOWN=${SLURM_CLUSTER_WAIT_DOWN:-15}  # seconds between TERM and KILL
+MARKER=.pvtt-slurm-harness
+CONF_HEAD="# Generated by envs/slurm_cluster.sh up "  # first line of every slurm.conf written here
+# Exactly what envs/slurm_packages.sh writes (keep the two in sync).
+POLICY_RC_BODY=$'#!/bin/sh\n# pvtt-slurm-harness: temporary, removed by envs/slurm_packages.sh after apt-get install\nexit 101'
+CLIENTS="srun sbatch squeue sinfo scancel scontrol sacct"
+DRY=0 LOCKED=0 CMD="" DIR=""
 
 log() { echo "slurm_cluster: $*"; }
 die() { echo "slurm_cluster: error: $*" >&2; exit 1; }
+usage() { die "usage: $0 up [--dry-run] DIR | down DIR"; }
 
+# ---- processes -------------------------------------------------------------------------------
 # Start time of a process (field 22 of /proc/PID/stat, after the command name); empty if gone.
 starttime() { if [ -r "/proc/$1/stat" ]; then sed -E "s/^.*\) //" "/proc/$1/stat" 2>/dev/null | awk "{print \$20}" || true; fi; }
 procstate() { if [ -r "/proc/$1/stat" ]; then sed -E "s/^.*\) //" "/proc/$1/stat" 2>/dev/null | awk "{print \$1}" || true; fi; }
-alive_recorded() {  # pid start: that very process still runs (not gone, not a zombie)
-  [ -n "$1" ] && [ "$(starttime "$1")" = "$2" ] && case "$(procstate "$1")" in Z|X|"") false ;; *) true ;; esac
+cmd_of() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+alive() {  # pid start: that very process still runs (not gone, not a zombie)
+  [ -n "$1" ] && [ -n "${2:-}" ] && [ "$(starttime "$1")" = "$2" ] || return 1
+  case "$(procstate "$1")" in Z|X|"") return 1 ;; *) return 0 ;; esac
+}
+is_cmd() {  # pid name: argv[0] is `name` (slurmstepd: "slurmstepd: [job]"), and a daemon's args name DIR
+  local cmd argv0
+  cmd=$(cmd_of "$1"); argv0=${cmd%% *}; argv0=${argv0%%:*}
+  [ -n "$argv0" ] && [ "${argv0##*/}" = "$2" ] || return 1
+  [ "$2" = slurmstepd ] || [[ "$cmd" == *"$DIR/"* ]]
+}
+is_ours() { alive "$1" "$2" && is_cmd "$1" "$3"; }  # pid start name, as recorded in DIR/pids
+
+# ---- paths -----------------------------------------------------------------------------------
+abs_dir() {  # the absolute path of $1 (its parent's links resolved); refuses odd paths
+  local d=$1 parent base
+  [ -n "$d" ] || die "DIR is empty"
+  [[ "$d" =~ ^/+$ ]] && die "refusing DIR '/'"
+  case "$d" in /*) ;; *) d="$PWD/$d" ;; esac
+  while [[ "$d" == */ ]]; do d=${d%/}; done
+  parent=$(dirname -- "$d"); base=$(basename -- "$d")
+  case "$base" in .|..) die "refusing DIR '$1': it must name a directory, not . or .." ;; esac
+  [ -d "$parent" ] || die "refusing DIR '$1': its parent $parent is not a directory"
+  parent=$(cd -P -- "$parent" && pwd)
+  d="${parent%/}/$base"
+  [[ "$d" =~ ^/[A-Za-z0-9_./+-]+$ ]] || die "refusing DIR '$d': use letters, digits and _.+-/ only (it goes into slurm.conf)"
+  echo "$d"
+}
+marked() { [ -d "$1" ] && [ ! -L "$1" ] && [ -f "$1/$MARKER" ] && [ ! -L "$1/$MARKER" ] && grep -q '^pvtt-slurm-harness ' "$1/$MARKER"; }
+own_conf() { [ -f "$1" ] && [ "$(head -c ${#CONF_HEAD} "$1" 2>/dev/null)" = "$CONF_HEAD" ]; }
+
+check_global_conf() {  # a host with a real SLURM configuration is not ours to run daemons on
+  local f=$GLOBAL_CONF
+  if [ -L "$f" ] && [ ! -e "$f" ]; then
+    die "$f is a dangling link (to $(readlink "$f")): this host may be meant to be a SLURM node; not starting a test cluster here (remove the link if it is stale)"
+  fi
+  [ -e "$f" ] || return 0
+  if own_conf "$f"; then
+    log "note: $f is a slurm.conf written by this harness (an older version linked it there); not used, clients get SLURM_CONF"
+    return 0
+  fi
+  die "$f exists and is not this harness's: this host has a SLURM configuration (a real cluster?); a test cluster's slurmctld/slurmd could clash with it (ports, state, jobs), so the harness does not run here"
+}
+
+check_new_dir() {
+  if [ -e "$DIR" ] || [ -L "$DIR" ]; then
+    die "$DIR exists: up only uses a fresh directory that it creates itself (it never reuses, empties or deletes one); give a path that does not exist yet"
+  fi
+}
+
+# ---- lock and state ----------------------------------------------------------------------------
+lock() {  # flock options (-n: fail at once; -w N: wait); nothing when this process holds it already
+  [ "$LOCKED" -eq 1 ] && return 0
+  [ -w "$LOCK" ] || { [ ! -e "$LOCK" ] && [ -w "$(dirname "$LOCK")" ]; } || die "cannot write the lock file $LOCK (root?)"
+  exec 9<>"$LOCK"
+  if ! flock "$@" 9; then
+    local holder
+    holder=$(head -n 1 "$LOCK" 2>/dev/null || true)
+    die "another run of this harness holds $LOCK (${holder:-holder not recorded yet}); not running a second one at the same time"
+  fi
+  LOCKED=1
+  trap unlock EXIT  # `up` replaces it with on_exit, which unlocks too
+  printf 'pid=%s cmd=%s dir=%s since=%s\n' "$$" "$CMD" "$DIR" "$(date -Is)" >"$LOCK"
+}
+unlock() { if [ "$LOCKED" -eq 1 ]; then : >"$LOCK"; flock -u 9; exec 9>&-; LOCKED=0; fi; }
+
+state_get() { if [ -f "$STATE" ]; then sed -n "s/^$1=//p" "$STATE" | head -n 1; fi; }
+write_state() {  # phase: starting | up | dry
+  printf 'dir=%s\nphase=%s\nup=%s %s\nowner=%s %s\n' "$DIR" "$1" "$$" "$(starttime $$)" "$PPID" "$(starttime "$PPID")" \
+    >"$STATE.tmp.$$"
+  mv -f "$STATE.tmp.$$" "$STATE"
+}
+
+recover_stale() {  # under the lock: the cluster in $STATE, if its owner (or its half-done `up`) is gone
+  [ -f "$STATE" ] || return 0
+  local old phase owner
+  old=$(state_get dir); phase=$(state_get phase); owner=$(state_get owner)
+  # shellcheck disable=SC2086  # owner is "PID START"
+  if [ "$phase" != starting ] && alive $owner; then
+    die "the test cluster in $old is in use: its owner (pid ${owner%% *}: $(cmd_of "${owner%% *}")) still runs; stop the cluster first: $0 down $old"
+  fi
+  if [ -n "$old" ] && [ ! -e "$old" ] && [ ! -L "$old" ]; then  # its pids went with it; a real `up` still checks for daemons
+    log "the cluster in $old (phase $phase) is gone with its directory: forgetting it"
+    rm -f "$STATE"
+    return 0
+  fi
+  marked "$old" || die "$STATE names '$old', which is not a directory this harness made; check it and remove $STATE by hand"
+  log "the cluster in $old was left behind (phase $phase, owner or up gone): stopping what it recorded"
+  (DIR=$old; down_daemons)
+  log "its files stay in $old"
+  rm -f "$STATE"
+}
+
+drop_stale_policy_rc() {  # a policy-rc.d that a killed envs/slurm_packages.sh left behind
+  [ -f "$POLICY_RC" ] && [ ! -L "$POLICY_RC" ] && [ "$(cat "$POLICY_RC" 2>/dev/null)" = "$POLICY_RC_BODY" ] || return 0
+  rm -f "$POLICY_RC" && log "removed $POLICY_RC left behind by a killed envs/slurm_packages.sh"
+}
+
+foreign_daemon() {  # the first live slurmctld/slurmd (zombies aside), as "pid name"
+  local n pid
+  for n in slurmctld slurmd; do
+    for pid in $(pgrep -x "$n" || true); do
+      case "$(procstate "$pid")" in Z|X|"") ;; *) echo "$pid $n"; return 0 ;; esac
+    done
+  done
+}
+no_foreign_daemons() {  # after recover_stale no daemon of ours runs: any slurmctld/slurmd is foreign
+  local f i
+  for i in 1 2 3 4 5; do  # a few seconds for the children of a just-stopped slurmctld to end
+    f=$(foreign_daemon); [ -n "$f" ] || return 0
+    sleep 1
+  done
+  die "${f#* } runs on this host (pid ${f%% *}: $(cmd_of "${f%% *}")) and this harness did not start it: not running a test cluster next to a real SLURM"
+}
+
+# ---- down ----------------------------------------------------------------------------------------
+cancel_jobs() {  # through this cluster's own slurmctld; bounded wait until SLURM ended them
+  own_conf "$DIR/slurm.conf" && command -v scancel >/dev/null 2>&1 || return 0
+  export SLURM_CONF="$DIR/slurm.conf"
+  timeout 10 scancel --user="$(id -un)" >/dev/null 2>&1 || return 0
+  local until=$((SECONDS + WAIT_DOWN * 2))
+  while [ "$SECONDS" -lt "$until" ] && \
+        [ -n "$(timeout 5 squeue -h -t PENDING,RUNNING,SUSPENDED,COMPLETING -o %i 2>/dev/null || echo busy)" ]; do
+    sleep 1
+  done
+}
+
+add_stepds() {  # job steps of this cluster still there (slurmstepd writes to DIR/log/slurmd.log)
+  local pid start
+  for pid in $(pgrep -x slurmstepd || true); do
+    if ls -l "/proc/$pid/fd" 2>/dev/null | grep -qF -- "$DIR/"; then
+      start=$(starttime "$pid"); [ -n "$start" ] && echo "$pid $start slurmstepd" >>"$DIR/pids"
+    fi
+  done
+  return 0
+}
+
+down_daemons() {  # DIR is marked: TERM, then KILL, to the recorded processes that are still ours
+  if [ ! -s "$DIR/pids" ]; then log "nothing to stop in $DIR"; return 0; fi
+  local pid start name e live=() still
+  cancel_jobs
+  add_stepds
+  while read -r pid start name; do  # reverse start order: slurmd, slurmctld, munged
+    if is_ours "$pid" "$start" "$name" && kill -TERM "$pid" 2>/dev/null; then live+=("$pid:$start:$name"); fi
+  done < <(tac "$DIR/pids")
+  local deadline=$((SECONDS + WAIT_DOWN))
+  while :; do
+    still=()
+    for e in "${live[@]+"${live[@]}"}"; do
+      IFS=: read -r pid start name <<<"$e"
+      if alive "$pid" "$start"; then still+=("$e"); fi
+    done
+    [ ${#still[@]} -eq 0 ] && break
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      for e in "${still[@]}"; do
+        IFS=: read -r pid start name <<<"$e"
+        log "$name ($pid) still running ${WAIT_DOWN}s after TERM: KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+      done
+      sleep 1
+      break
+    fi
+    sleep 0.5
+  done
+  : >"$DIR/pids"
+  log "stopped ${#live[@]} daemon(s) of $DIR"
+}
+
+down() {
+  if [ -d "$DIR" ] && [ ! -L "$DIR" ]; then DIR=$(cd -P -- "$DIR" && pwd); fi
+  marked "$DIR" || die "$DIR carries no $MARKER: not a directory that '$0 up' made; nothing done"
+  lock -w 120
+  down_daemons
+  if [ "$(state_get dir)" = "$DIR" ]; then rm -f "$STATE"; fi
+  unlock
+}
+
+# ---- up --------------------------------------------------------------------------------------------
+requirements() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root (munged, slurmctld and slurmd are started by hand)"
+  local b
+  for b in munged mungekey slurmctld slurmd; do
+    [ -x "$SBIN/$b" ] || die "$SBIN/$b not found: run envs/slurm_packages.sh (apt-get install slurm-wlm munge)"
+  done
+  for b in sinfo sbatch squeue scancel srun; do
+    command -v "$b" >/dev/null 2>&1 || die "$b not found: run envs/slurm_packages.sh (apt-get install slurm-client)"
+  done
+  id munge >/dev/null 2>&1 || die "user munge missing (package munge)"
+  id slurm >/dev/null 2>&1 || die "user slurm missing (package slurm-wlm)"
 }
 
 free_port() {  # a TCP port no socket on this machine uses
@@ -56,162 +273,60 @@ tails() {  # the daemons' logs, for an error message
   return 0
 }
 
-unlink_sysconf() {  # remove /etc/slurm/slurm.conf only while it is our link
-  if [ -L "$SYSCONF" ] && [ "$(readlink "$SYSCONF")" = "$DIR/slurm.conf" ]; then
-    rm -f "$SYSCONF"
-  fi
-  return 0
-}
+fail() { tails; die "$* (daemon logs above; state in $DIR)"; }  # the EXIT trap stops what was started
 
-link_sysconf() {
-  if [ -L "$SYSCONF" ]; then
-    local target other
-    target=$(readlink "$SYSCONF")
-    other=$(dirname "$target")
-    if [ "$target" != "$DIR/slurm.conf" ] && [ -s "$other/pids" ]; then
-      local pid start name
-      while read -r pid start name; do
-        alive_recorded "$pid" "$start" \
-          && die "$SYSCONF links to $target, a test cluster that still runs; stop it first: $0 down $other"
-      done <"$other/pids"
-    fi
-    rm -f "$SYSCONF"  # ours, or left over by a test cluster that is gone
-  elif [ -e "$SYSCONF" ]; then
-    die "$SYSCONF exists (a real SLURM configuration?); not touching it"
-  fi
-  mkdir -p "$(dirname "$SYSCONF")"
-  ln -s "$DIR/slurm.conf" "$SYSCONF"
-}
-
-down() {
-  if [ ! -s "$DIR/pids" ]; then
-    rm -f "$DIR/pids"; unlink_sysconf
-    log "nothing to stop in $DIR"
-    return 0
-  fi
-  local pid start name e live=() still
-  # Cancel this cluster's jobs (through its own slurmctld) and give SLURM a bounded time to end
-  # them, so that no job step outlives slurmd.
-  if [ -f "$DIR/slurm.conf" ] && command -v scancel >/dev/null 2>&1; then
-    export SLURM_CONF="$DIR/slurm.conf"
-    if timeout 10 scancel --user="$(id -un)" >/dev/null 2>&1; then
-      local until=$((SECONDS + WAIT_DOWN * 2))
-      while [ "$SECONDS" -lt "$until" ] && \
-            [ -n "$(timeout 5 squeue -h -t PENDING,RUNNING,SUSPENDED,COMPLETING -o %i 2>/dev/null || echo busy)" ]; do
-        sleep 1
-      done
-    fi
-  fi
-  # Job steps of this cluster that are still there (slurmstepd writes to DIR/log/slurmd.log):
-  # stopped with the daemons.
-  for pid in $(pgrep -x slurmstepd || true); do
-    if ls -l "/proc/$pid/fd" 2>/dev/null | grep -qF -- "$DIR/"; then
-      start=$(starttime "$pid"); [ -n "$start" ] && echo "$pid $start slurmstepd" >>"$DIR/pids"
-    fi
-  done
-  # Reverse start order: slurmd, slurmctld, munged.
-  while read -r pid start name; do
-    if alive_recorded "$pid" "$start" && kill -TERM "$pid" 2>/dev/null; then
-      live+=("$pid:$start:$name")
-    fi
-  done < <(tac "$DIR/pids")
-  local deadline=$((SECONDS + WAIT_DOWN))
-  while :; do
-    still=()
-    for e in "${live[@]+"${live[@]}"}"; do
-      IFS=: read -r pid start name <<<"$e"
-      if alive_recorded "$pid" "$start"; then still+=("$e"); fi
-    done
-    [ ${#still[@]} -eq 0 ] && break
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      for e in "${still[@]}"; do
-        IFS=: read -r pid start name <<<"$e"
-        log "$name ($pid) still running ${WAIT_DOWN}s after TERM: KILL"
-        kill -KILL "$pid" 2>/dev/null || true
-      done
-      sleep 1
-      break
-    fi
-    sleep 0.5
-  done
-  rm -f "$DIR/pids"
-  unlink_sysconf
-  log "stopped ${#live[@]} daemon(s) of $DIR"
-}
-
-start_daemon() {  # name cmd... : foreground daemon in a new session; record PID + start time
+start_daemon() {  # name cmd...: foreground daemon in a new session, without the lock's fd
   local name=$1; shift
-  setsid "$@" >"$DIR/log/$name.out" 2>&1 </dev/null &
-  local pid=$! start="" i
-  for i in $(seq 1 40); do start=$(starttime "$pid"); [ -n "$start" ] && break; sleep 0.05; done
-  [ -n "$start" ] || fail "$name exited at once"
-  echo "$pid $start $name" >>"$DIR/pids"
+  setsid "$@" >"$DIR/log/$name.out" 2>&1 </dev/null 9>&- &
+  local pid=$! start i
+  start=$(starttime "$pid")
+  # Recorded at once (PID + start time), so that a SIGKILLed `up` leaves nothing unrecorded.
+  [ -n "$start" ] && echo "$pid $start $name" >>"$DIR/pids"
+  for i in $(seq 1 100); do  # until setsid/setpriv have exec'd the daemon itself
+    is_cmd "$pid" "$name" && break
+    sleep 0.05
+  done
+  if ! is_ours "$pid" "$start" "$name"; then
+    kill -KILL "$pid" 2>/dev/null || true  # our own child, whatever it became
+    fail "$name did not start"
+  fi
 }
 
-fail() {  # during `up`: show the logs, stop what was started, exit non-zero
-  tails; down >/dev/null 2>&1 || true
-  die "$* (daemon logs above; state in $DIR)"
+on_exit() {  # `up` failed or was interrupted: stop what it started, forget the cluster
+  local rc=$?
+  trap - EXIT INT TERM HUP
+  if [ "$rc" -ne 0 ]; then
+    down_daemons >/dev/null 2>&1 || true
+    if [ "$(state_get dir)" = "$DIR" ]; then rm -f "$STATE"; fi
+  fi
+  unlock
+  exit "$rc"
 }
 
-up() {
-  [ "$(id -u)" -eq 0 ] || die "must run as root (munged, slurmctld and slurmd are started by hand)"
-  local b
-  for b in munged mungekey slurmctld slurmd; do
-    [ -x "$SBIN/$b" ] || die "$SBIN/$b not found: run envs/slurm_packages.sh (apt-get install slurm-wlm munge)"
+write_clients() {  # DIR/bin: the client commands, bound to this cluster; DIR/env puts them first
+  local c real
+  mkdir -m 755 "$DIR/bin"
+  for c in $CLIENTS; do
+    real=$(command -v "$c") || continue
+    case "$real" in /*) ;; *) continue ;; esac
+    printf '#!/bin/sh\n# %s for the test cluster in %s (envs/slurm_cluster.sh)\nSLURM_CONF=%s/slurm.conf\nexport SLURM_CONF\nexec %s "$@"\n' \
+      "$c" "$DIR" "$DIR" "$real" >"$DIR/bin/$c"
+    chmod 755 "$DIR/bin/$c"
   done
-  for b in sinfo sbatch squeue scancel srun; do
-    command -v "$b" >/dev/null 2>&1 || die "$b not found: run envs/slurm_packages.sh (apt-get install slurm-client)"
-  done
-  id munge >/dev/null 2>&1 || die "user munge missing (package munge)"
-  id slurm >/dev/null 2>&1 || die "user slurm missing (package slurm-wlm)"
+  printf 'export SLURM_CONF=%s/slurm.conf\nexport PATH=%s/bin:"$PATH"\n' "$DIR" "$DIR" >"$DIR/env"
+}
 
-  mkdir -p "$DIR"
-  DIR=$(cd "$DIR" && pwd)
-  down >/dev/null   # a previous `up` on this DIR (failed or not): stop what it started
-  chmod 755 "$DIR"  # users munge and slurm must traverse it
-  local u
-  for u in munge slurm; do
-    setpriv --reuid="$u" --regid="$u" --init-groups test -x "$DIR" \
-      || die "user $u cannot reach $DIR: make its parent directories world-searchable (chmod o+x)"
-  done
-  link_sysconf      # fails before anything starts if this machine has another SLURM
-  # From here on, any failure stops what was started and removes the link.
-  trap 'rc=$?; if [ "$rc" -ne 0 ]; then down >/dev/null 2>&1 || true; fi; exit "$rc"' EXIT
-  rm -rf "$DIR/munge" "$DIR/state" "$DIR/spool" "$DIR/log" "$DIR/run"  # clean daemon state
-  mkdir -p "$DIR/munge" "$DIR/state" "$DIR/spool" "$DIR/log" "$DIR/run"
-  chown munge:munge "$DIR/munge"; chmod 755 "$DIR/munge"  # socket reachable; the key is 0600
-  chown slurm:slurm "$DIR/state" "$DIR/log" "$DIR/run"
-  : >"$DIR/jobcomp.log"; chown slurm:slurm "$DIR/jobcomp.log"; chmod 644 "$DIR/jobcomp.log"
-  : >"$DIR/pids"
-
-  # Munge: a fresh key made by user munge; munged (as munge) on a socket under DIR.
-  local key="$DIR/munge/munge.key" sock="$DIR/munge/munge.socket.2" i
-  setpriv --reuid=munge --regid=munge --init-groups "$SBIN/mungekey" --create --keyfile="$key" \
-    || fail "mungekey failed"
-  start_daemon munged setpriv --reuid=munge --regid=munge --init-groups "$SBIN/munged" --foreground \
-    --key-file="$key" --socket="$sock" --pid-file="$DIR/munge/munged.pid" \
-    --seed-file="$DIR/munge/munged.seed" --force
-  for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
-  [ -S "$sock" ] || fail "munged did not create $sock"
-
-  # slurm.conf from this machine's CPUs and memory.
-  local cpus mem real ctld_port d_port
-  cpus=$(nproc)
-  mem=$(free -m | awk '/^Mem:/ {print $2}')
-  real=$(( mem * 95 / 100 - 256 )); [ "$real" -gt 256 ] || real=$mem
-  ctld_port=$(free_port) || fail "no free TCP port"
-  d_port=$(free_port) || fail "no free TCP port"
-  while [ "$d_port" = "$ctld_port" ]; do d_port=$(free_port); done
+write_conf() {  # cpus real ctld_port d_port sock
   cat >"$DIR/slurm.conf" <<EOF
-# Generated by envs/slurm_cluster.sh up $DIR: a single-node test cluster on 127.0.0.1.
+${CONF_HEAD}$DIR: a single-node test cluster on 127.0.0.1.
 ClusterName=pvtt-test
 SlurmctldHost=localhost(127.0.0.1)
-SlurmctldPort=$ctld_port
-SlurmdPort=$d_port
+SlurmctldPort=$3
+SlurmdPort=$4
 SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$sock
+AuthInfo=socket=$5
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -238,37 +353,103 @@ SlurmctldDebug=info
 SlurmdDebug=info
 InactiveLimit=0
 KillWait=5
-NodeName=localhost NodeAddr=127.0.0.1 NodeHostname=localhost CPUs=$cpus RealMemory=$real State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 NodeHostname=localhost CPUs=$1 RealMemory=$2 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
   chmod 644 "$DIR/slurm.conf"
-  export SLURM_CONF="$DIR/slurm.conf"
+}
 
-  start_daemon slurmctld "$SBIN/slurmctld" -D -i -f "$DIR/slurm.conf"
-  start_daemon slurmd "$SBIN/slurmd" -D -N localhost -f "$DIR/slurm.conf"
+start_munge() {  # a fresh key made by user munge; munged (as munge) on a socket under DIR
+  local key="$DIR/munge/munge.key" sock="$DIR/munge/munge.socket.2" i
+  setpriv --reuid=munge --regid=munge --init-groups "$SBIN/mungekey" --create --keyfile="$key" 9>&- \
+    || fail "mungekey failed"
+  start_daemon munged setpriv --reuid=munge --regid=munge --init-groups "$SBIN/munged" --foreground \
+    --key-file="$key" --socket="$sock" --pid-file="$DIR/munge/munged.pid" \
+    --seed-file="$DIR/munge/munged.seed" --force
+  for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+  [ -S "$sock" ] || fail "munged did not create $sock"
+}
 
-  # Bounded wait until the node is idle; a daemon that died will not come back.
+wait_idle() {  # bounded wait until the node is idle; a daemon that died will not come back
   local deadline=$((SECONDS + WAIT_UP)) state="" pid start name
   while [ "$SECONDS" -lt "$deadline" ]; do
-    state=$(timeout 5 sinfo -h -N -n localhost -o '%T' 2>/dev/null | head -n 1 || true)
-    case "$state" in idle*) break ;; esac
+    state=$(timeout 5 sinfo -h -N -n localhost -o '%T' 2>/dev/null 9>&- | head -n 1 || true)
+    case "$state" in idle*) return 0 ;; esac
     while read -r pid start name; do
-      alive_recorded "$pid" "$start" || fail "$name exited during start-up"
+      is_ours "$pid" "$start" "$name" || fail "$name exited during start-up"
     done <"$DIR/pids"
     sleep 1
   done
-  case "$state" in
-    idle*) ;;
-    *) fail "node localhost not idle after ${WAIT_UP}s (sinfo says '${state:-nothing}')" ;;
-  esac
-  log "up: $DIR (node localhost idle: $cpus CPUs, RealMemory=$real MB; partition debug; ports $ctld_port, $d_port)"
-  log "clients read $SYSCONF -> $DIR/slurm.conf"
+  fail "node localhost not idle after ${WAIT_UP}s (sinfo says '${state:-nothing}')"
 }
 
-[ $# -eq 2 ] || die "usage: $0 up|down DIR"
-DIR=$2
-case "$1" in
-  up) up ;;
-  down) if [ -d "$DIR" ]; then DIR=$(cd "$DIR" && pwd); down; else log "nothing to stop ($DIR does not exist)"; fi ;;
-  *) die "usage: $0 up|down DIR" ;;
+start_cluster() {
+  local u
+  for u in munge slurm; do
+    setpriv --reuid="$u" --regid="$u" --init-groups test -x "$DIR" \
+      || fail "user $u cannot reach $DIR: make its parent directories world-searchable (chmod o+x)"
+  done
+  mkdir "$DIR/munge" "$DIR/state" "$DIR/spool" "$DIR/log" "$DIR/run"
+  chown munge:munge "$DIR/munge"; chmod 755 "$DIR/munge"  # socket reachable; the key is 0600
+  chown slurm:slurm "$DIR/state" "$DIR/log" "$DIR/run"
+  : >"$DIR/jobcomp.log"; chown slurm:slurm "$DIR/jobcomp.log"; chmod 644 "$DIR/jobcomp.log"
+  start_munge
+  local cpus mem real ctld_port d_port
+  cpus=$(nproc)
+  mem=$(free -m | awk '/^Mem:/ {print $2}')
+  real=$(( mem * 95 / 100 - 256 )); [ "$real" -gt 256 ] || real=$mem
+  ctld_port=$(free_port) || fail "no free TCP port"
+  d_port=$(free_port) || fail "no free TCP port"
+  while [ "$d_port" = "$ctld_port" ]; do d_port=$(free_port); done
+  write_conf "$cpus" "$real" "$ctld_port" "$d_port" "$DIR/munge/munge.socket.2"
+  write_clients
+  export SLURM_CONF="$DIR/slurm.conf"
+  start_daemon slurmctld "$SBIN/slurmctld" -D -i -f "$DIR/slurm.conf"
+  start_daemon slurmd "$SBIN/slurmd" -D -N localhost -f "$DIR/slurm.conf"
+  wait_idle
+  log "up: $DIR (node localhost idle: $cpus CPUs, RealMemory=$real MB; partition debug; ports $ctld_port, $d_port)"
+  log "clients: . $DIR/env   (SLURM_CONF=$DIR/slurm.conf, PATH=$DIR/bin:\$PATH)"
+}
+
+up() {
+  [ "$DRY" -eq 1 ] || requirements
+  check_new_dir
+  check_global_conf
+  lock -n
+  recover_stale
+  drop_stale_policy_rc
+  [ "$DRY" -eq 1 ] || no_foreign_daemons
+  mkdir -m 755 "$DIR" || die "cannot create $DIR"  # fails if it appeared meanwhile
+  printf 'pvtt-slurm-harness pid=%s created=%s\n' "$$" "$(date -Is)" >"$DIR/$MARKER"
+  : >"$DIR/pids"
+  trap on_exit EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM HUP
+  write_state starting
+  if [ "$DRY" -eq 1 ]; then
+    write_state dry
+    log "dry run: checks passed, $DIR created and recorded in $STATE; no daemons started (run: $0 down $DIR)"
+  else
+    start_cluster
+    write_state up
+  fi
+  trap - EXIT INT TERM HUP
+  unlock
+}
+
+CMD=${1:-}
+[ $# -ge 1 ] && shift
+case "$CMD" in
+  up)
+    if [ "${1:-}" = --dry-run ]; then DRY=1; shift; fi
+    [ $# -eq 1 ] || usage
+    DIR=$(abs_dir "$1")
+    up ;;
+  down)
+    [ $# -eq 1 ] || usage
+    [ -n "$1" ] || die "DIR is empty"
+    if [ ! -e "$1" ] && [ ! -L "$1" ]; then log "nothing to stop ($1 does not exist)"; exit 0; fi
+    DIR=$(abs_dir "$1")
+    down ;;
+  *) usage ;;
 esac

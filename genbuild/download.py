@@ -20,9 +20,16 @@ An attempt with a non-empty ``.part`` sends ``Range: bytes=N-`` (and ``If-Range`
 whose ``Content-Range`` starts at N is appended, a ``200`` (server without ranges, or the
 resource changed) restarts from byte 0, a ``416`` with the full size equal to N means the
 ``.part`` was already complete. Connection errors, timeouts (``timeout`` seconds per socket
-operation), short bodies and HTTP 408/425/429/5xx are retried ``retries`` times with
-exponential backoff (``backoff * 2**k`` seconds); other HTTP errors (404, 403, ...) and
-redirects to a scheme other than http/https fail at once. A sha256 that does not match
+operation), short bodies and HTTP 408/425/429/5xx are retried ``retries`` times (at most MAX_RETRIES) with
+exponential backoff (``backoff * 2**k`` seconds, each wait at most ``max_backoff``); other HTTP
+errors (404, 403, ...) and redirects to a scheme other than http/https fail at once.
+
+Bounds, so that a hostile or broken server cannot hold a job forever or fill the disk:
+``max_bytes`` caps the resource (a Content-Length or a body beyond it fails at once, TooLarge,
+and its ``.part`` is deleted), ``deadline`` caps the whole call, attempts and waits included
+(DeadlineExceeded; the ``.part`` is kept for a later run to resume), and a ``.part`` untouched
+for ``stale_part_seconds`` whose URL no job is downloading is deleted by the next fetch into the
+same directory (an abandoned download does not stay on disk forever). A sha256 that does not match
 ``expected_sha256`` deletes the ``.part`` (resuming it would only reproduce the mismatch).
 
 The complete file is shared by every job with the same URL (e.g. eight manifest entries, eight
@@ -63,6 +70,7 @@ RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
 _UNSAT_RANGE_RE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.I)
 _SUFFIX_RE = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+MAX_RETRIES = 20                  # the schema's bound too (ingest.retries)
 
 
 class DownloadError(Exception):
@@ -73,12 +81,54 @@ class ChecksumMismatch(DownloadError):
     """The fetched bytes do not have the expected sha256."""
 
 
+class TooLarge(DownloadError):
+    """The resource is larger than the caller's ``max_bytes``."""
+
+
+class DeadlineExceeded(DownloadError):
+    """The download did not complete within the caller's ``deadline``."""
+
+
 class _Transient(Exception):
     """A failure worth another attempt."""
 
 
 class _Permanent(Exception):
     """A failure that another attempt will not fix."""
+
+
+class _TooLarge(_Permanent):
+    """The resource exceeds max_bytes (its .part is useless)."""
+
+
+class _Deadline(Exception):
+    """The overall deadline passed (the .part is kept for a later run)."""
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """What one fetch() may spend: socket ``timeout`` per operation, ``max_bytes`` of resource and
+    ``deadline_at`` (a ``clock()`` reading; None: no deadline)."""
+    timeout: float
+    max_bytes: int | None
+    deadline_at: float | None
+    clock: Callable[[], float]
+
+    def left(self) -> float:
+        """Seconds until the deadline (inf without one); _Deadline once it has passed."""
+        if self.deadline_at is None:
+            return float("inf")
+        left = self.deadline_at - self.clock()
+        if left <= 0:
+            raise _Deadline("the deadline passed")
+        return left
+
+    def socket_timeout(self) -> float:
+        return min(self.timeout, self.left())
+
+    def check_size(self, size: int, what: str) -> None:
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise _TooLarge(f"{what} {size} bytes, over the cap of {self.max_bytes} bytes")
 
 
 class _Claim:
@@ -191,6 +241,26 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _try_locked(path: Path) -> Iterator[bool]:
+    """Hold ``path``'s flock if it is free at once: yields True (held) or False (another holds it)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no other job can be seen
+        yield False
+        return
+    with open(path, "a+b") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def _read_meta(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -211,8 +281,11 @@ def _restart(part: Path, meta_path: Path) -> None:
     meta_path.unlink(missing_ok=True)
 
 
-def _attempt(opener, url: str, part: Path, meta_path: Path, timeout: float) -> None:
-    """One HTTP request continuing ``part``; returns when it holds the whole resource."""
+def _attempt(opener, url: str, part: Path, meta_path: Path, bounds: _Bounds) -> None:
+    """One HTTP request continuing ``part``; returns when it holds the whole resource.
+
+    The deadline is checked before the request and after every chunk; a read that stalls ends
+    after the socket timeout, so a call overruns its deadline by at most one ``timeout``."""
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "pvtt-ingest/1", "Accept-Encoding": "identity"}
     if have:
@@ -222,7 +295,7 @@ def _attempt(opener, url: str, part: Path, meta_path: Path, timeout: float) -> N
             headers["If-Range"] = validator
     req = urllib.request.Request(url, headers=headers)
     try:
-        resp = opener.open(req, timeout=timeout)
+        resp = opener.open(req, timeout=bounds.socket_timeout())
     except urllib.error.HTTPError as e:
         with contextlib.closing(e):
             if e.code == 416 and have:
@@ -258,6 +331,8 @@ def _attempt(opener, url: str, part: Path, meta_path: Path, timeout: float) -> N
             raise _Permanent(f"unexpected HTTP {resp.status} {resp.reason}")
         length = resp.headers.get("Content-Length")
         expected = int(length) if length and length.strip().isdigit() else None
+        if expected is not None:
+            bounds.check_size(start + expected, "the server announces")
         got = 0
         # Unbuffered: every chunk written is in the file even if the job is killed right after.
         with open(part, mode, buffering=0) as f:
@@ -268,6 +343,8 @@ def _attempt(opener, url: str, part: Path, meta_path: Path, timeout: float) -> N
                         break
                     f.write(chunk)
                     got += len(chunk)
+                    bounds.check_size(start + got, "received")
+                    bounds.left()
             except (OSError, http.client.HTTPException, ValueError) as e:
                 raise _Transient(f"connection lost after {start + got} bytes ({type(e).__name__}: {e})") from None
             finally:
@@ -292,22 +369,30 @@ def _hand_out(final: Path, copy_to: Path | None) -> Path | None:
 
 def fetch(url: str, cache_dir: str | os.PathLike, *, retries: int = 3, backoff: float = 1.0,
           timeout: float = 60.0, expected_sha256: str | None = None,
-          sleep: Callable[[float], None] = time.sleep, copy_to: str | os.PathLike | None = None) -> Fetched:
+          sleep: Callable[[float], None] = time.sleep, copy_to: str | os.PathLike | None = None,
+          max_bytes: int | None = None, deadline: float | None = None, max_backoff: float = 60.0,
+          stale_part_seconds: float | None = None, clock: Callable[[], float] = time.monotonic) -> Fetched:
     """Download ``url`` (resuming a ``.part`` left by an earlier attempt or run) into ``cache_dir``.
 
-    Returns the complete file; raises DownloadError (ChecksumMismatch) with a reason naming the URL.
-    With ``copy_to`` the complete file is also hard-linked (else copied) there under the per-URL
-    lock (``Fetched.copy``). The returned record holds this job's claim on the cache file until
-    ``Fetched.release()`` (see the module docstring).
+    Returns the complete file; raises DownloadError (ChecksumMismatch, TooLarge, DeadlineExceeded)
+    with a reason naming the URL. With ``copy_to`` the complete file is also hard-linked (else
+    copied) there under the per-URL lock (``Fetched.copy``). The returned record holds this job's
+    claim on the cache file until ``Fetched.release()`` (see the module docstring). ``deadline``
+    (seconds) counts from this call, the wait for another job's download of the URL included.
     """
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
         raise DownloadError(f"{url}: scheme {scheme!r} is not allowed (only http, https)")
+    if not (isinstance(retries, int) and 0 <= retries <= MAX_RETRIES):
+        raise ValueError(f"retries must be an integer in [0, {MAX_RETRIES}], got {retries!r}")
+    bounds = _Bounds(timeout, max_bytes, None if deadline is None else clock() + deadline, clock)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
+    if stale_part_seconds is not None:
+        sweep_stale_parts(cache, stale_part_seconds)
     claim = _Claim(cache / f"{cache_key(url)}.users.lock")   # before waiting for the download lock
     try:
-        got = _fetch(url, cache, retries=retries, backoff=backoff, timeout=timeout,
+        got = _fetch(url, cache, retries=retries, backoff=backoff, max_backoff=max_backoff, bounds=bounds,
                      expected_sha256=expected_sha256, sleep=sleep,
                      copy_to=Path(copy_to) if copy_to is not None else None)
     except BaseException:
@@ -316,8 +401,24 @@ def fetch(url: str, cache_dir: str | os.PathLike, *, retries: int = 3, backoff: 
     return Fetched(got.path, got.sha256, got.size, got.attempts, got.resumed_from, got.copy, claim)
 
 
-def _fetch(url: str, cache: Path, *, retries: int, backoff: float, timeout: float, expected_sha256: str | None,
-           sleep: Callable[[float], None], copy_to: Path | None) -> Fetched:
+def sweep_stale_parts(cache: Path, max_age: float) -> list[Path]:
+    """Delete the ``.part`` files (and their ``.part.json``) not written for ``max_age`` seconds
+    whose URL no job is downloading now (its ``<key>.lock`` is free); return what was deleted."""
+    removed = []
+    cutoff = time.time() - max_age
+    for part in sorted(cache.glob("*.part")):
+        key = part.name[:-len(".part")]
+        with contextlib.suppress(OSError), _try_locked(cache / f"{key}.lock") as free:
+            if free and part.stat().st_mtime < cutoff:
+                part.unlink()
+                (cache / f"{key}.part.json").unlink(missing_ok=True)
+                removed.append(part)
+                log.info("removed the stale partial download %s (untouched for over %g s)", part, max_age)
+    return removed
+
+
+def _fetch(url: str, cache: Path, *, retries: int, backoff: float, max_backoff: float, bounds: _Bounds,
+           expected_sha256: str | None, sleep: Callable[[float], None], copy_to: Path | None) -> Fetched:
     expected = expected_sha256.lower() if expected_sha256 else None
     key = cache_key(url)
     part, meta_path = cache / f"{key}.part", cache / f"{key}.part.json"
@@ -330,25 +431,7 @@ def _fetch(url: str, cache: Path, *, retries: int, backoff: float, timeout: floa
                 return Fetched(final, digest, final.stat().st_size, 0, 0, _hand_out(final, copy_to))
             final.unlink()                                   # stale: fetch again
         resumed_from = part.stat().st_size if part.exists() else 0
-        opener = _opener()
-        last = "no attempt made"
-        attempts = 0
-        for k in range(retries + 1):
-            attempts += 1
-            try:
-                _attempt(opener, url, part, meta_path, timeout)
-                break
-            except _Permanent as e:
-                raise DownloadError(f"{url}: {e}") from None
-            except _Transient as e:
-                last = str(e)
-                have = part.stat().st_size if part.exists() else 0
-                log.warning("%s: attempt %d/%d failed (%s); %d bytes kept in %s", url, k + 1, retries + 1,
-                            last, have, part)
-                if k < retries:
-                    sleep(backoff * (2 ** k))
-        else:
-            raise DownloadError(f"{url}: no complete download after {attempts} attempts (last error: {last})")
+        attempts = _attempts(url, part, meta_path, retries, backoff, max_backoff, bounds, sleep)
         if not part.exists():
             part.touch()                                     # an empty resource
         digest = sha256_file(part)
@@ -362,3 +445,37 @@ def _fetch(url: str, cache: Path, *, retries: int, backoff: float, timeout: floa
         copy = _hand_out(final, copy_to)
     log.info("%s: %d bytes in %d attempt(s) (resumed from byte %d) -> %s", url, size, attempts, resumed_from, final)
     return Fetched(final, digest, size, attempts, resumed_from, copy)
+
+
+def _attempts(url: str, part: Path, meta_path: Path, retries: int, backoff: float, max_backoff: float,
+              bounds: _Bounds, sleep: Callable[[float], None]) -> int:
+    """Attempt until ``part`` holds the whole resource; return the number of attempts made."""
+    opener = _opener()
+    last = "no attempt made"
+    for k in range(retries + 1):
+        try:
+            _attempt(opener, url, part, meta_path, bounds)
+            return k + 1
+        except _TooLarge as e:
+            _restart(part, meta_path)
+            raise TooLarge(f"{url}: {e}") from None
+        except _Permanent as e:
+            raise DownloadError(f"{url}: {e}") from None
+        except _Deadline:
+            break
+        except _Transient as e:
+            last = str(e)
+            have = part.stat().st_size if part.exists() else 0
+            log.warning("%s: attempt %d/%d failed (%s); %d bytes kept in %s", url, k + 1, retries + 1, last, have, part)
+            if k == retries:
+                raise DownloadError(f"{url}: no complete download after {k + 1} attempts (last error: {last})") from None
+            wait = min(backoff * (2 ** k), max_backoff)
+            try:
+                if wait >= bounds.left():
+                    break
+            except _Deadline:
+                break
+            sleep(wait)
+    have = part.stat().st_size if part.exists() else 0
+    raise DeadlineExceeded(f"{url}: not complete within the deadline ({have} bytes kept in {part} for a later run; "
+                           f"last error: {last})")

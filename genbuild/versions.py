@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -38,9 +39,29 @@ def artifact_dirs() -> dict[str, str]:
 KINDS = release_kinds()
 
 
+# Wall-clock limit (s) of each git/dvc/snakemake command; a pull of a large remote may take hours.
+TIMEOUT_ENV = "GENBUILD_VERSIONS_TIMEOUT"
+DEFAULT_TIMEOUT_S = 12 * 3600.0
+
+
+def _timeout() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise SystemExit(f"versions: {TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise SystemExit(f"versions: {TIMEOUT_ENV}={raw!r} must be > 0 seconds")
+    return value
+
+
 def _run(cmd: list[str], cwd: Path, capture: bool = False) -> str:
     print("+ " + " ".join(cmd), file=sys.stderr)
-    res = subprocess.run(cmd, cwd=cwd, text=True, capture_output=capture)
+    limit = _timeout()
+    try:
+        res = subprocess.run(cmd, cwd=cwd, text=True, capture_output=capture, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"versions: `{' '.join(cmd)}` did not finish within {limit:g} s ({TIMEOUT_ENV})") from None
     if res.returncode != 0:
         detail = (res.stderr or "").strip()[-2000:] if capture else ""
         raise SystemExit(f"versions: `{' '.join(cmd)}` failed with exit code {res.returncode}{': ' + detail if detail else ''}")

@@ -22,6 +22,7 @@ import yaml
 
 from genbuild.params import ParamsError
 from genbuild.workflow import Milestone, Pipeline, Rule, rule_params
+from pvtt.models.components import stand_in_error
 from pvtt.train.phases import TEACHER_PHASES
 
 NAME = "pvtt"
@@ -32,18 +33,21 @@ def _r(params, script, smk):
 
 
 DISTILL = ["distill.common"]
+# The encoder settings of the stages that write video (not all of ``video``: its ``timeouts`` bound
+# processes without changing results, and reach the jobs through the environment, rules/common.smk).
+ENCODER = ["video.crf", "video.preset", "video.threads"]
 RULES: dict[str, Rule] = {
-    "sample": _r(["seed", "sample", "video"], "sample", "data"),
+    "sample": _r(["seed", "sample", *ENCODER], "sample", "data"),
     "ingest": _r(["ingest"], "ingest", "data"),
     "shots": _r(["shots"], "shots", "data"),
-    "clips": _r(["clips", "video"], "clips", "data"),
+    "clips": _r(["clips", *ENCODER], "clips", "data"),
     "products": _r(["products", "ingest"], "products", "data"),
     "index": _r([], "index", "data"),
     "masks": _r(["masks"], "masks", "segment"),
     "maskqc": _r(["maskqc"], "maskqc", "segment"),
-    "backgrounds": _r(["backgrounds", "video"], "backgrounds", "segment"),
+    "backgrounds": _r(["backgrounds", *ENCODER], "backgrounds", "segment"),
     "pairs": _r(["seed", "pairs"], "pairs", "synth"),
-    "synth": _r(["seed", "synth", "video"], "synth", "synth"),
+    "synth": _r(["seed", "synth", *ENCODER], "synth", "synth"),
     "filter": _r(["filter.l1", "filter.l2", "filter.l3.vlm"], "filter", "filter"),
     "review": _r(["seed", "filter.l3"], "review", "filter"),
     "pack": _r(["seed", "pack"], "pack", "pack"),
@@ -98,6 +102,32 @@ def check_params(ns: dict, config: dict) -> None:
     lo, hi = ns["sample"]["cuts_per_video"]
     if lo > hi:
         raise ParamsError(f"params: pvtt.sample.cuts_per_video: [{lo}, {hi}] is not a range")
+    stand_ins = stand_in_error(ns)  # real base weights never train on a weight-free stand-in unless params say so
+    if stand_ins:
+        raise ParamsError(stand_ins)
+    check_stage_params(ns)
+
+
+# Each data stage's own check of its section (module, function, section): stricter in places than
+# the schema (e.g. masks.min_area_frac < 1), so it runs at start-up too. Imported lazily: no torch.
+STAGE_CHECKS = (("ingest", "validate_params", "ingest"), ("shots", "validate_params", "shots"),
+                ("products", "validate_params", "products"), ("masks", "validate_params", "masks"),
+                ("maskqc", "validate_params", "maskqc"), ("pairs", "validate_pairs_params", None))
+
+
+def check_stage_params(ns: dict) -> None:
+    """Run the stages' own params checks now, so that a value the schema lets through but a stage
+    refuses stops the build at start-up naming the key, not in a job hours later."""
+    import importlib
+
+    for module, fn, section in STAGE_CHECKS:
+        check = getattr(importlib.import_module(f"pvtt.data.{module}"), fn)
+        try:
+            check({section: ns.get(section)} if section else ns.get("pairs"))
+        except ValueError as e:
+            msg = str(e)
+            named = msg.replace("params key '", f"params key '{NAME}.", 1)
+            raise ParamsError(named if named != msg else f"params ({NAME}.{section or 'pairs'}): {msg}") from None
 
 
 def _extra_deps(config: dict, milestone: str) -> list[str]:

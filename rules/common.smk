@@ -1,5 +1,6 @@
 # Helpers shared by every pipeline's rules: params passing, code inputs, resources, launchers.
 # The workflow tables they read are the pipelines' (genbuild.workflow: pvtt/pipeline.py, ...).
+import json
 import os
 import re
 import sys
@@ -13,6 +14,9 @@ build_params.validate(config)
 # Jobs call `python`: the interpreter that runs Snakemake (its venv) comes first on their PATH,
 # unless a rule's conda env (--software-deployment-method conda) puts its own in front.
 os.environ.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+# Wall-clock limits of every ffmpeg/ffprobe the jobs run (genbuild.stage applies them), handed over
+# in the environment, not in params: a limit does not change a result, so changing one rebuilds nothing.
+os.environ.update(GENBUILD_VIDEO_TIMEOUTS=json.dumps(config["video"].get("timeouts") or {}))
 W = config["paths"]["work"]
 A = config["paths"]["artifacts"]
 ENV = "../../envs/build.conda.yaml"  # each rule's software (relative to rules/<pipeline>/)

@@ -3,7 +3,8 @@
 1. Copies the repo like the end-to-end tests do (tests/e2e_helpers.make_repo: params = params.yaml
    + configs/ci.yaml) and adds the ./slurm -> profiles/slurm link that the profile lookup needs.
 2. From the copy's root runs the command users type: `snakemake --cores all --profile slurm
-   artifacts/teacher` against the running test cluster (envs/slurm_cluster.sh).
+   artifacts/teacher` against the running test cluster (envs/slurm_cluster.sh), whose clients it
+   finds through SLURM_CONF and the cluster's bin/ wrappers (never /etc/slurm).
 3. Checks that every Snakemake job ran as a SLURM job, from SLURM's own records:
    - DIR/jobcomp.log (jobcomp/filetxt, written by slurmctld when a job ends): one record per
      SLURM job id Snakemake submitted, named after Snakemake's SLURM run id, COMPLETED with exit
@@ -47,12 +48,21 @@ def _terminate(signum, frame):  # TERM from run.sh's trap: unwind (finally block
     raise SystemExit(128 + signum)
 
 
+def slurm_env(cluster: Path, base: dict | None = None) -> dict:
+    """The test cluster's clients: SLURM_CONF for all of them, and its bin/ first on PATH, whose wrappers
+    set SLURM_CONF again for the `srun` inside jobs (the jobstep plugin drops SLURM_* before it).
+    No /etc/slurm/slurm.conf is involved (envs/slurm_cluster.sh)."""
+    e = dict(os.environ if base is None else base)
+    e["SLURM_CONF"] = str(cluster / "slurm.conf")
+    e["PATH"] = f"{cluster / 'bin'}:{e.get('PATH', '')}"
+    return e
+
+
 def run_snakemake(repo: Path, cluster: Path, out_path: Path) -> tuple[int, str]:
     """The command users type, from the copy's root; output to out_path, progress to stdout."""
     cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", "all", "--profile", "slurm", TARGET]
-    e = env()
-    e["PYTHONPATH"] = str(repo)  # the copy's own packages, in this process's jobs too (sbatch exports the env)
-    e["SLURM_CONF"] = str(cluster / "slurm.conf")  # /etc/slurm/slurm.conf links there too (jobs need it)
+    e = slurm_env(cluster, env())  # sbatch exports the whole environment to the jobs
+    e["PYTHONPATH"] = str(repo)  # the copy's own packages, in this process's jobs too
     say(f"running in {repo}: {' '.join(['snakemake'] + cmd[1:])}")
     t0 = time.time()
     with open(out_path, "w") as out:
@@ -165,7 +175,7 @@ def check(output: str, rc: int, repo: Path, cluster: Path) -> list[str]:
                         f"extra {sorted(set(ours) - set(subs))})")
     if len(ours) != total:
         problems.append(f"SLURM recorded {len(ours)} finished jobs of this run, Snakemake's Job stats say {total}")
-    default_part = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()
+    default_part = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, env=slurm_env(cluster)).stdout.split()
     default_part = next((p.rstrip("*") for p in default_part if p.endswith("*")), None)
     for sid, sub in sorted(subs.items(), key=lambda kv: int(kv[0])):
         r = ours.get(sid)
@@ -193,7 +203,7 @@ def check(output: str, rc: int, repo: Path, cluster: Path) -> list[str]:
 
     # slurmctld's job table: the comment names the rule.
     sq = subprocess.run(["squeue", "--states=all", "--noheader", "--name", run_id, "--format=%i|%T|%k"],
-                        capture_output=True, text=True)
+                        capture_output=True, text=True, env=slurm_env(cluster))
     if sq.returncode != 0:
         problems.append(f"squeue failed: {sq.stderr.strip()}")
     comments = dict(line.split("|", 2)[0::2] for line in sq.stdout.splitlines() if line.count("|") >= 2)
@@ -233,6 +243,9 @@ def main() -> int:
 
     if not (ROOT / "slurm").is_symlink() or os.path.realpath(ROOT / "slurm") != str((ROOT / "profiles" / "slurm").resolve()):
         say("error: ./slurm must be a link to profiles/slurm (it is what `--profile slurm` finds)")
+        return 1
+    if not (a.cluster / "bin" / "srun").is_file():
+        say(f"error: {a.cluster}/bin/srun missing: --cluster must be a running `envs/slurm_cluster.sh up` dir")
         return 1
     t0 = time.time()
     repo = make_repo(a.work / "repo")

@@ -36,6 +36,10 @@ class TruncatedError(MediaError):
     """A video whose container lists more frames than decode (a cut-off upload or corrupt data)."""
 
 
+class MediaTimeout(MediaError):
+    """An ffmpeg/ffprobe process that ran past its limit (params ``video.timeouts``) and was killed."""
+
+
 class FormatError(MediaError):
     """A file whose container format is not on ALLOWED_FORMATS (a playlist, a concat list, ...)."""
 
@@ -47,11 +51,36 @@ class FormatError(MediaError):
 # "mov,mp4,m4a,3gp,3g2,mj2" matches when one of its names is listed).
 ALLOWED_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "flv",
                    "asf", "mpeg", "ogg")
-# Wall-clock limits (seconds) of the ffmpeg/ffprobe processes of this module; expiry raises MediaError.
-PROBE_TIMEOUT_S = 60.0          # ffprobe reading headers only
-COUNT_TIMEOUT_S = 1800.0        # ffprobe -count_frames: decodes every frame of a (long) source
-DECODE_TIMEOUT_S = 600.0        # read_frames (short clips)
-ENCODE_TIMEOUT_S = 600.0        # write_video
+# Wall-clock limits (seconds) of every ffmpeg/ffprobe process of the build; expiry raises MediaError
+# (a reject of the item in the stages). Params ``video.timeouts`` override them (configure_timeouts).
+DEFAULT_TIMEOUTS = {
+    "probe": 60.0,       # ffprobe reading headers only
+    "count": 1800.0,     # ffprobe -count_frames: decodes every frame of a (long) source
+    "decode": 600.0,     # read_frames (short clips)
+    "encode": 600.0,     # write_video
+    "stream": 3600.0,    # a stage's own ffmpeg over a whole source (shots' decode, clips' cuts, ingest's remux)
+}
+LIMITS = dict(DEFAULT_TIMEOUTS)
+
+
+def configure_timeouts(timeouts: dict | None) -> None:
+    """Apply params ``video.timeouts`` (seconds per process kind) to this process."""
+    for kind, seconds in (timeouts or {}).items():
+        if kind not in DEFAULT_TIMEOUTS:
+            raise ValueError(f"params key 'video.timeouts.{kind}' is unknown (known: {', '.join(DEFAULT_TIMEOUTS)})")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+            raise ValueError(f"params key 'video.timeouts.{kind}' must be a number of seconds > 0, got {seconds!r}")
+        LIMITS[kind] = float(seconds)
+
+
+def run_tool(cmd: list[str], path, what: str, kind: str = "stream", **kw) -> subprocess.CompletedProcess:
+    """subprocess.run of an ffmpeg/ffprobe command under the ``kind`` time limit (output captured);
+    expiry kills it and raises MediaError naming ``path`` and the params key."""
+    timeout = LIMITS[kind]
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        raise MediaTimeout(f"{path}: {what} timed out after {timeout:g} s (params video.timeouts.{kind})") from None
 
 
 INPUT_GUARD = ["-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_FORMATS)]
@@ -67,14 +96,6 @@ def input_args(path: str | os.PathLike) -> list[str]:
     return [*INPUT_GUARD, "-i", ffmpeg_url(path)]
 
 
-def _run(cmd: list[str], path, what: str, timeout: float, **kw) -> subprocess.CompletedProcess:
-    """subprocess.run with a timeout; expiry raises MediaError naming ``path``."""
-    try:
-        return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
-    except subprocess.TimeoutExpired:
-        raise MediaError(f"{path}: {what} timed out after {timeout:g} s") from None
-
-
 def _refused_format(path, stderr: str) -> FormatError | None:
     """FormatError naming the detected container when ffmpeg refused ``path`` for the format whitelist."""
     if "not on whitelist" not in stderr:
@@ -82,7 +103,7 @@ def _refused_format(path, stderr: str) -> FormatError | None:
     fmt = "unknown"
     try:  # probe again at debug level: ffmpeg names the detected demuxer before refusing it
         res = subprocess.run([ffprobe_bin(), "-v", "debug", *INPUT_GUARD, ffmpeg_url(path)], capture_output=True,
-                             text=True, errors="replace", timeout=PROBE_TIMEOUT_S)
+                             text=True, errors="replace", timeout=LIMITS["probe"])
         m = re.search(r"Format (\S+) probed with size", res.stderr)
         fmt = m.group(1) if m else fmt
     except (OSError, subprocess.TimeoutExpired):
@@ -169,6 +190,38 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
     (an HLS playlist, a concat list) raises FormatError; see input_args.
     """
     path = Path(path)
+    data, s, err = _ffprobe(path, count_frames)
+    rate = s.get("avg_frame_rate") or s.get("r_frame_rate") or "0/1"
+    if rate in ("0/0", "0/1"):
+        rate = s.get("r_frame_rate") or "0/1"
+    try:
+        fps = float(Fraction(rate))
+    except (ValueError, ZeroDivisionError):
+        fps = 0.0
+    listed, read = _int(s.get("nb_frames")), _int(s.get("nb_read_frames"))
+    n_frames = read if (count_frames and read is not None) else (listed or 0)
+    if n_frames == 0:
+        raise NoFramesError(f"{path}: video stream has no decodable frames")
+    if count_frames and listed and read is not None and read < listed and err:
+        raise TruncatedError(f"{path}: the container lists {listed} frames but only {read} decode "
+                             f"({_last_line(err, '')})")
+    if fps <= 0:
+        raise MediaError(f"{path}: unknown frame rate")
+    w, h = _frame_size(path, s)
+    return VideoInfo(w, h, fps, n_frames, _duration(data, s), s.get("codec_name", "?"), _rotation(s))
+
+
+def probe_extent(path: str | os.PathLike) -> tuple[int, int, float]:
+    """(display width, display height, duration in seconds; 0.0 when the container does not say)
+    from the headers alone: cheap bounds checks before a full probe decodes every frame."""
+    path = Path(path)
+    data, s, _ = _ffprobe(path, count_frames=False)
+    w, h = _frame_size(path, s)
+    return w, h, _duration(data, s)
+
+
+def _ffprobe(path: Path, count_frames: bool) -> tuple[dict, dict, str]:
+    """ffprobe's JSON, its first video stream and its stderr; MediaError (FormatError) when refused."""
     if not path.exists():
         raise MediaError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -179,7 +232,7 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
     cmd += ["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_frames,codec_name,"
             "duration:stream_side_data=rotation:stream_tags=rotate:format=duration,format_name", "-of", "json",
             *INPUT_GUARD, ffmpeg_url(path)]
-    res = _run(cmd, path, "ffprobe", COUNT_TIMEOUT_S if count_frames else PROBE_TIMEOUT_S, text=True)
+    res = run_tool(cmd, path, "ffprobe", "count" if count_frames else "probe", text=True)
     err = res.stderr.strip()
     if res.returncode != 0:
         refused = _refused_format(path, err)
@@ -196,37 +249,25 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
     streams = data.get("streams") or []
     if not streams:
         raise MediaError(f"{path}: no video stream")
-    s = streams[0]
-    rate = s.get("avg_frame_rate") or s.get("r_frame_rate") or "0/1"
-    if rate in ("0/0", "0/1"):
-        rate = s.get("r_frame_rate") or "0/1"
-    try:
-        fps = float(Fraction(rate))
-    except (ValueError, ZeroDivisionError):
-        fps = 0.0
-    listed, read = _int(s.get("nb_frames")), _int(s.get("nb_read_frames"))
-    n_frames = read if (count_frames and read is not None) else (listed or 0)
-    try:
-        duration = float(s.get("duration") or data.get("format", {}).get("duration") or 0.0)
-    except ValueError:
-        duration = 0.0
-    if n_frames == 0:
-        raise NoFramesError(f"{path}: video stream has no decodable frames")
-    if count_frames and listed and read is not None and read < listed and err:
-        raise TruncatedError(f"{path}: the container lists {listed} frames but only {read} decode "
-                             f"({_last_line(err, '')})")
-    if fps <= 0:
-        raise MediaError(f"{path}: unknown frame rate")
+    return data, streams[0], err
+
+
+def _frame_size(path: Path, s: dict) -> tuple[int, int]:
+    """The stream's display size (a 90/270 degree rotation swaps the coded size)."""
     try:
         w, h = int(s["width"]), int(s["height"])
     except (KeyError, TypeError, ValueError):
         raise MediaError(f"{path}: video stream has no frame size") from None
     if w <= 0 or h <= 0:
         raise MediaError(f"{path}: video stream has no frame size ({w}x{h})")
-    rot = _rotation(s)
-    if rot in (90, 270):
-        w, h = h, w
-    return VideoInfo(w, h, fps, n_frames, duration, s.get("codec_name", "?"), rot)
+    return (h, w) if _rotation(s) in (90, 270) else (w, h)
+
+
+def _duration(data: dict, s: dict) -> float:
+    try:
+        return float(s.get("duration") or data.get("format", {}).get("duration") or 0.0)
+    except ValueError:
+        return 0.0
 
 
 def read_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, fps: float | None = None,
@@ -255,7 +296,7 @@ def read_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, fp
     # passthrough: every decoded (or fps-filtered) frame once; the rawvideo muxer would otherwise
     # make the output constant-rate, duplicating frames across the gaps of a variable-rate source.
     cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    res = _run(cmd, path, "decode", DECODE_TIMEOUT_S)
+    res = run_tool(cmd, path, "decode", "decode")
     if res.returncode != 0:
         refused = _refused_format(path, res.stderr.decode(errors="replace"))
         if refused is not None:
@@ -290,7 +331,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
         cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{w}x{h}", "-r", f"{Fraction(fps).limit_denominator(1001)}", "-protocol_whitelist", "pipe",
                "-i", "pipe:0", *x264_args(crf, preset, threads), "-f", "mp4", ffmpeg_url(tmp)]
-        res = _run(cmd, path, "encode", ENCODE_TIMEOUT_S, input=frames.tobytes())
+        res = run_tool(cmd, path, "encode", "encode", input=frames.tobytes())
         if res.returncode != 0:
             raise MediaError(f"{path}: encode failed ({res.stderr.decode(errors='replace').strip()[-300:]})")
 

@@ -3,8 +3,14 @@
 Module and parameter names follow the widely used PyTorch port of the Kinetics checkpoints, so its
 ``rgb_imagenet.pt`` loads with ``strict=True`` (keys such as ``Conv3d_1a_7x7.conv3d.weight``,
 ``Mixed_3b.b1b.bn.running_mean``, ``logits.conv3d.bias``). Padding is TensorFlow "SAME", computed
-from the input size at run time, so any clip length and frame size runs through; ``features`` pools
-globally, which keeps 8-frame clips usable (the port's fixed 2x7x7 pool needs >= 9 frames at 224 px).
+from the input size at run time, so any clip length and frame size runs through.
+
+FVD (Unterthiner et al., 2018, google-research/frechet_video_distance; also StyleGAN-V's and most
+published numbers) compares the *400-d logits* of the Kinetics-400 I3D, the output of the TF-Hub
+``i3d-kinetics-400`` module: Mixed_5c, a 2x7x7 average pool (VALID, stride 1), the 1x1x1 logits
+layer, averaged over time (deepmind/kinetics-i3d ``averaged_logits``). ``forward`` computes exactly
+that (the pool window shrinks to fit clips shorter than 16 frames, where the original has no
+output); ``features`` is the 1024-d global mean of Mixed_5c, not what FVD uses.
 """
 from __future__ import annotations
 
@@ -90,8 +96,8 @@ class InceptionModule(nn.Module):
 class InceptionI3d(nn.Module):
     """The RGB I3D trunk up to Mixed_5c plus a 1x1x1 logits layer (400 Kinetics classes by default).
 
-    Input: float (B, 3, T, H, W) in [-1, 1]. ``features`` gives the 1024-d global average of Mixed_5c,
-    the representation FVD compares; ``forward`` applies the logits to that pooled vector.
+    Input: float (B, 3, T, H, W) in [-1, 1]. ``forward`` gives the time-averaged class logits, the
+    representation FVD compares; ``features`` the 1024-d global average of Mixed_5c.
     """
 
     def __init__(self, num_classes: int = 400, in_channels: int = 3):
@@ -130,12 +136,21 @@ class InceptionI3d(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) in [-1, 1] -> (B, 1024) mean of the Mixed_5c activations over T, H, W."""
+    def mixed_5c(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> the Mixed_5c activations (B, 1024, T/8, H/32, W/32)."""
         for name in self.end_points:
             x = getattr(self, name)(x)
-        return x.mean(dim=(2, 3, 4))
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> (B, 1024) mean of the Mixed_5c activations over T, H, W."""
+        return self.mixed_5c(x).mean(dim=(2, 3, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.features(x)[:, :, None, None, None]
-        return self.logits(self.dropout(pooled)).flatten(1)
+        """(B, 3, T, H, W) in [-1, 1] -> (B, num_classes) logits averaged over time, as the Kinetics
+        I3D gives them (the FVD features): 2x7x7 average pool, VALID, stride 1, then the 1x1x1
+        logits layer, then the mean over the pool's positions (one spatial position at 224 px)."""
+        x = self.mixed_5c(x)
+        window = (min(2, x.shape[2]), min(7, x.shape[3]), min(7, x.shape[4]))
+        x = self.logits(self.dropout(F.avg_pool3d(x, window, stride=1)))
+        return x.mean(dim=(2, 3, 4))

@@ -12,7 +12,7 @@ Config (``eval.metrics``; paths relative to ``root``; any entry may be absent/nu
   dino_i: {weights: <Dinov2Model directory>, resize: 256, crop: 224}
   lpips:  {weights: <torchvision backbone state dict>, net: alex | vgg | squeeze}
   fvd:    {weights: <pytorch-i3d style state dict, e.g. rgb_imagenet.pt>, size: 224}
-  musiq:  {weights: <pyiqa MUSIQ state dict>, arch: {<extra MUSIQ kwargs>}}
+  musiq:  {weights: <pyiqa MUSIQ checkpoint, e.g. musiq_koniq_ckpt-*.pth>, arch: {<extra MUSIQ kwargs>}}
 
 Every metric class can also be built around an already constructed network (tests use tiny,
 randomly initialised instances of the real architectures). Conventions: videos are uint8
@@ -79,7 +79,7 @@ def _chunks(x: torch.Tensor, n: int = CHUNK):
 def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
     """Fréchet distance between Gaussian fits of two feature sets (rows = samples).
 
-    With fewer samples than dimensions (4 videos vs 1024-d I3D features) both covariances live in
+    With fewer samples than dimensions (4 videos vs 400-d I3D logits) both covariances live in
     the span of the centred samples, so the samples are first expressed in an orthonormal basis of
     that span: the distance is unchanged, but ``sqrtm`` runs on a k x k instead of a d x d matrix
     (milliseconds instead of seconds, and well conditioned, so identical sets give ~1e-12 rather
@@ -207,10 +207,14 @@ class Musiq:
 
 
 class Fvd:
-    """Fréchet Video Distance on I3D features (1024-d global pool of Mixed_5c).
+    """Fréchet Video Distance on the Kinetics-400 I3D's 400-d logits, averaged over time, as the
+    reference FVD (Unterthiner et al., 2018, google-research/frechet_video_distance) computes them
+    (``InceptionI3d.forward``); numbers are comparable with published FVDs only with the same I3D
+    weights, clip length and sample count (the report names them).
 
-    Each video is resized frame-wise to ``size`` x ``size`` (bilinear, antialiased) and scaled to
-    [-1, 1], as the Kinetics I3D expects; a set metric, because a Gaussian needs many videos.
+    Each video is resized frame-wise to ``size`` x ``size`` (bilinear, antialiased; the reference
+    uses TensorFlow's resize_bilinear without antialiasing) and scaled to [-1, 1], as the Kinetics
+    I3D expects; a set metric, because a Gaussian needs many videos.
     """
 
     name = "fvd"
@@ -228,7 +232,7 @@ class Fvd:
             x = F.interpolate(_to_unit(video), size=(self.size, self.size), mode="bilinear",
                               antialias=True, align_corners=False)
             clip = (x * 2 - 1).permute(1, 0, 2, 3)[None]  # (1, 3, T, H, W)
-            feats.append(self.net.features(clip.to(dev)).double().cpu().numpy()[0])
+            feats.append(self.net(clip.to(dev)).double().cpu().numpy()[0])
         return np.stack(feats)
 
     def score_set(self, preds: list, truths: list) -> float:
@@ -285,8 +289,12 @@ def _load_clip_i(entry: dict, root: Path, device: str) -> ClipI:
 def _load_dino_i(entry: dict, root: Path, device: str) -> DinoI:
     from transformers import Dinov2Model
 
+    from genbuild.hf_loading import check_loading_info
+
     path = _weights(entry, root, directory=True)
-    model = Dinov2Model.from_pretrained(str(path), local_files_only=True).to(device)
+    model, info = Dinov2Model.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+    check_loading_info(info, str(path), "dino_i.weights")   # the published layout reports nothing
+    model = model.to(device)
     resize, crop = int(entry.get("resize", 256)), int(entry.get("crop", 224))
     impl = (f"transformers Dinov2Model ({entry['weights']}), pooler_output (CLS) cosine vs reference, "
             f"resize {resize} crop {crop}, ImageNet mean/std")
@@ -321,16 +329,37 @@ def _load_fvd(entry: dict, root: Path, device: str) -> Fvd:
     i3d = InceptionI3d(num_classes=sd["logits.conv3d.weight"].shape[0])
     i3d.load_state_dict(sd, strict=True)
     size = int(entry.get("size", 224))
-    impl = (f"genbuild.metrics.i3d.InceptionI3d ({entry['weights']}), Mixed_5c global mean 1024-d, "
-            f"{size}x{size} bilinear, [-1, 1], Frechet distance (scipy sqrtm in the span of the samples)")
+    impl = (f"genbuild.metrics.i3d.InceptionI3d ({entry['weights']}), {i3d.logits.conv3d.out_channels}-d logits "
+            f"averaged over time (the reference FVD's features, Unterthiner et al. 2018), {size}x{size} bilinear, "
+            "[-1, 1], Frechet distance (scipy sqrtm in the span of the samples)")
     return Fvd(i3d.to(device), size, implementation=impl)
+
+
+def _musiq_state(path: Path) -> dict[str, torch.Tensor]:
+    """A MUSIQ checkpoint read as pyiqa reads it (``archs.arch_util.load_pretrained_network``: torch.load,
+    ``module.`` prefixes removed, then a strict load). The published ``musiq_*_ckpt-*.pth`` files are a
+    bare ``MUSIQ().state_dict()`` saved by ``torch.save`` (pyiqa's ``scripts/convert_musiq_to_pth.py``);
+    pyiqa's own training checkpoints wrap it as ``{'params': ...}``. pyiqa unpickles with
+    ``weights_only=False``: here the safe unpickler is tried first, and pyiqa's only when the file holds
+    objects beyond tensors, so that every file pyiqa loads loads here."""
+    import pickle
+
+    from pyiqa.archs.arch_util import clean_state_dict
+
+    try:
+        sd: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        sd = torch.load(path, map_location="cpu", weights_only=False)  # as pyiqa does; a file the params name
+    if isinstance(sd, dict) and isinstance(sd.get("params"), dict):
+        sd = sd["params"]
+    return dict(clean_state_dict(sd))
 
 
 def _load_musiq(entry: dict, root: Path, device: str) -> Musiq:
     from pyiqa.archs.musiq_arch import MUSIQ
 
     path = _weights(entry, root)
-    sd = _state_dict(path)
+    sd = _musiq_state(path)
     head = sd.get("head.weight", sd.get("head.0.weight"))
     num_class = head.shape[0] if head is not None else 1  # 10 for AVA (score distribution), else 1
     net = MUSIQ(pretrained=False, num_class=num_class, **(entry.get("arch") or {}))

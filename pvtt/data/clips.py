@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -54,7 +53,7 @@ from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.rejects import Rejects
-from genbuild.io.video import MediaError, ffmpeg_bin, ffmpeg_url, input_args, mp4_video_facts, x264_args
+from genbuild.io.video import MediaError, ffmpeg_bin, ffmpeg_url, input_args, mp4_video_facts, run_tool, x264_args
 
 log = logging.getLogger("pvtt.data.clips")
 
@@ -248,7 +247,7 @@ def cut_clips(src: Path, jobs: list[dict], out_dir: Path, cfg: dict, vcfg: dict,
     for i, c in enumerate(jobs):
         cmd += ["-map", f"[o{i}]", "-frames:v", str(c["n_frames"]), "-an",
                 *x264_args(vcfg["crf"], vcfg["preset"], vcfg["threads"]), "-f", "mp4", ffmpeg_url(out_dir / c["path"])]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_tool(cmd, src, "cutting clips", text=True)
     if res.returncode != 0:
         tail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"ffmpeg exit {res.returncode}"
         raise MediaError(f"{src}: cutting {', '.join(c['id'] for c in jobs)} failed ({tail})")

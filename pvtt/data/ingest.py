@@ -57,8 +57,8 @@ import logging
 import math
 import os
 import re
+import reprlib
 import shutil
-import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
@@ -74,13 +74,16 @@ from genbuild.io.rejects import Rejects
 from genbuild.io.video import (
     BITEXACT,
     MediaError,
+    MediaTimeout,
     NoFramesError,
     TruncatedError,
     ffmpeg_bin,
     ffmpeg_url,
     input_args,
     probe,
+    probe_extent,
     read_frames,
+    run_tool,
 )
 from genbuild.manifest import sha256_file
 
@@ -88,7 +91,10 @@ log = logging.getLogger("pvtt.data.ingest")
 
 STAGE = "ingest"
 DEFAULTS = {"min_frames": 12, "min_side": 16, "retries": 3, "backoff_seconds": 1.0, "timeout_seconds": 60.0,
-            "download_dir": "work/downloads", "data_root": None, "keep_downloads": False}
+            "download_dir": "work/downloads", "data_root": None, "keep_downloads": False,
+            # bounds: an item over one is a reject naming the key
+            "max_backoff_seconds": 60.0, "max_download_bytes": 10 * 2**30, "download_deadline_seconds": 3600.0,
+            "stale_part_hours": 72.0, "max_seconds": 3600.0, "max_side": 7680, "max_pixels": 7680 * 4320}
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
@@ -105,7 +111,9 @@ def load_manifest(path: str | os.PathLike, strict: bool = False, data_root: str 
 
     Ids (videos, products) must be unique and usable as directory names. Each video needs
     ``id`` and ``path`` (a string), and may give ``sha256`` (64 hex digits); each product needs
-    ``id`` and ``views`` (a list of ``{view, path}``). Errors name the file and the entry.
+    ``id`` and ``views`` (a list of ``{view, path}``). ``videos``, ``products`` and ``views`` may
+    be absent or null (none), anything else that is not a list is an error. Errors name the file
+    and the entry.
 
     With ``strict`` every video and view path is also checked against the source policy
     (check_source, data root ``data_root``, default the manifest's directory) and all the
@@ -115,18 +123,19 @@ def load_manifest(path: str | os.PathLike, strict: bool = False, data_root: str 
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path}: manifest is not valid YAML/JSON ({e})") from e
+    data = _parse_manifest(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: manifest must be a mapping with 'videos' and 'products'")
+    bad = _unusable_value(data)
+    if bad:
+        raise ManifestError(f"{path}: {bad[0]}: {bad[1]}")
+    for key in ("videos", "products"):
+        if data.get(key) is not None and not isinstance(data[key], list):
+            raise ManifestError(f"{path}: '{key}' must be a list, got a {type(data[key]).__name__}")
     videos = data.get("videos") or []
     products = data.get("products") or []
-    if not isinstance(videos, list) or not isinstance(products, list):
-        raise ManifestError(f"{path}: 'videos' and 'products' must be lists")
     for kind, items, required in (("videos", videos, ("id", "path")), ("products", products, ("id",))):
         seen: set[str] = set()
         for i, item in enumerate(items):
@@ -135,34 +144,136 @@ def load_manifest(path: str | os.PathLike, strict: bool = False, data_root: str 
             for key in required:
                 if item.get(key) in (None, ""):
                     raise ManifestError(f"{path}: {kind}[{i}] has no '{key}'")
-            iid = str(item["id"])
+            iid = str(item["id"]) if not isinstance(item["id"], (list, dict)) else ""
             if not _ID_RE.match(iid):
-                raise ManifestError(f"{path}: {kind}[{i}] id {iid!r} is not a valid id ([A-Za-z0-9._-])")
+                raise ManifestError(f"{path}: {kind}[{i}] id {_shown(item['id'])} is not a valid id ([A-Za-z0-9._-])")
             if iid in seen:
                 raise ManifestError(f"{path}: duplicate {kind} id {iid!r}")
             seen.add(iid)
     for i, v in enumerate(videos):
-        if not isinstance(v["path"], str):
-            raise ManifestError(f"{path}: videos[{i}] (id {str(v['id'])!r}) 'path' must be a string (a local path "
-                                f"or an http(s) URL), got {v['path']!r}")
+        if not _is_path(v["path"]):
+            raise ManifestError(f"{path}: videos[{i}] (id {str(v['id'])!r}) 'path' must be a string without NUL "
+                                f"characters (a local path or an http(s) URL), got {_shown(v['path'])}")
         sha = v.get("sha256")
         if sha is not None and not (isinstance(sha, str) and _SHA_RE.match(sha)):
             raise ManifestError(f"{path}: videos[{i}] (id {str(v['id'])!r}) 'sha256' must be 64 hex digits, "
-                                f"got {sha!r}")
+                                f"got {_shown(sha)}")
     for i, prod in enumerate(products):
         views = prod.get("views") or []
-        if not isinstance(views, list) or any(not isinstance(v, dict) for v in views):
-            raise ManifestError(f"{path}: products[{i}] 'views' must be a list of mappings")
+        if not isinstance(prod.get("views"), (list, type(None))) or any(not isinstance(v, dict) for v in views):
+            raise ManifestError(f"{path}: products[{i}] (id {str(prod['id'])!r}) 'views' must be a list of mappings")
         for j, v in enumerate(views):
-            if v.get("path") not in (None, "") and not isinstance(v["path"], str):
+            if v.get("path") not in (None, "") and not _is_path(v["path"]):
                 raise ManifestError(f"{path}: products[{i}] (id {str(prod['id'])!r}) views[{j}] 'path' must be a "
-                                    f"string, got {v['path']!r}")
+                                    f"string without NUL characters, got {_shown(v['path'])}")
     if strict:
         problems = source_problems(data, path, data_root)
         if problems:
             more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
             raise ManifestError(f"{path}: {len(problems)} refused source(s):\n  " + "\n  ".join(problems[:20]) + more)
     return data
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """yaml.SafeLoader whose constructors name the line of a scalar they cannot build.
+
+    PyYAML's constructors raise bare Python errors, without a position, for a scalar that looks
+    like (or is tagged as) a value but is not one: ValueError for ``2024-13-45`` as a date or an
+    integer longer than Python's 4300-digit limit, AttributeError for ``!!timestamp x``,
+    KeyError for ``!!bool x``, IndexError for ``!!int ''``. Here each is a YAMLError with the
+    line and column.
+    """
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, LookupError, OverflowError) as e:
+            what = f"{_shown(node.value)} as {node.tag.rsplit(':', 1)[-1]}" if isinstance(node, yaml.ScalarNode) \
+                else node.tag
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read {what} ({e}); quote it to keep it "
+                                                    f"as text", node.start_mark) from None
+
+
+def _parse_manifest(path: Path) -> Any:
+    """The parsed document; every way the text can fail to parse is a ManifestError naming the file."""
+    try:
+        loader = _ManifestLoader(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: manifest is not valid YAML/JSON ({e})") from e
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from e
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{path}: manifest is not valid YAML/JSON ({e})") from e
+    except (ValueError, OverflowError) as e:           # the scanner's, for a "\U7fffffff" escape
+        raise ManifestError(f"{path}: manifest is not valid YAML/JSON ({e}\n{loader.get_mark()})") from e
+    except RecursionError:
+        raise ManifestError(f"{path}: manifest is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _unusable_value(data: Any) -> tuple[str, str] | None:
+    """Where (``videos[3].caption``) and why, for the first key or value that later stages cannot
+    turn into text: an integer too long for str() (a YAML hex literal such as ``0xfff...`` is read
+    without Python's digit limit) or a string with a lone surrogate (a YAML ``"\\ud800"`` escape; no
+    UTF-8 file, JSON output or file name can hold it). Walks aliases (even cyclic ones) once."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    seen: set[int] = set()
+    while stack:
+        where, node = stack.pop()
+        if not isinstance(node, (dict, list)):
+            why = _unusable_scalar(node)
+            if why:
+                return where or "(top level)", why
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for k, v in (node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(node, list):
+                stack.append((f"{where}[{k}]", v))
+                continue
+            why = _unusable_scalar(k)
+            if why:
+                return f"{where or '(top level)'} key", why
+            stack.append((f"{where}.{k}" if where else str(k), v))
+    return None
+
+
+def _unusable_scalar(value: Any) -> str | None:
+    """Why ``value`` (a key or a leaf) cannot become text, or None when it can."""
+    if isinstance(value, int):
+        try:
+            str(value)
+        except ValueError:
+            return f"an integer of {value.bit_length()} bits is too long to use as text"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"text {_shown(value)} holds a lone surrogate, which is not valid Unicode"
+    return None
+
+
+def _is_path(value: Any) -> bool:
+    """A manifest path: a string (a NUL cannot be part of a file name or URL; os calls raise on it)."""
+    return isinstance(value, str) and "\0" not in value
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr() for an error message, cut to ``limit`` characters. Bounded while it is built (reprlib):
+    a YAML alias bomb as a caption would make a full repr() take exponential time."""
+    try:
+        s = _REPR.repr(value)
+    except ValueError:                                 # holds an integer too long to print
+        return f"a {type(value).__name__} too long to print"
+    return s if len(s) <= limit else s[:limit] + "..."
 
 
 def _find(manifest: dict, kind: str, item_id: str, manifest_path: str | os.PathLike) -> dict:
@@ -274,11 +385,18 @@ def obtain_source(value: str, manifest_path: str | os.PathLike, cfg: dict, item:
         raise SourceError(e.kind, f"{item} path {value!r}: {e}") from None
     if kind == "url":
         try:
-            fetched = download.fetch(str(where), cfg["download_dir"], retries=cfg["retries"],
-                                     backoff=cfg["backoff_seconds"], timeout=cfg["timeout_seconds"],
-                                     expected_sha256=expected_sha256, copy_to=copy_to)
+            fetched = download.fetch(
+                str(where), cfg["download_dir"], retries=cfg["retries"], backoff=cfg["backoff_seconds"],
+                max_backoff=cfg["max_backoff_seconds"], timeout=cfg["timeout_seconds"],
+                max_bytes=cfg["max_download_bytes"], deadline=cfg["download_deadline_seconds"],
+                stale_part_seconds=cfg["stale_part_hours"] * 3600, expected_sha256=expected_sha256, copy_to=copy_to)
         except download.ChecksumMismatch as e:
             raise SourceError("sha256 mismatch", str(e)) from None
+        except download.TooLarge as e:
+            raise SourceError("too large", f"{e} (ingest.max_download_bytes)") from None
+        except download.DeadlineExceeded as e:
+            raise SourceError("download failed", f"{e} (ingest.download_deadline_seconds "
+                                                 f"{cfg['download_deadline_seconds']:g})") from None
         except download.DownloadError as e:
             raise SourceError("download failed", str(e)) from None
         return fetched.copy or fetched.path, fetched
@@ -317,11 +435,17 @@ def validate_params(params: dict) -> dict:
         return isinstance(v, int) and not isinstance(v, bool)
 
     def is_num(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and math.isfinite(v)
 
     need(is_int(cfg["min_frames"]) and cfg["min_frames"] >= 1, "min_frames", "an integer >= 1")
     need(is_int(cfg["min_side"]) and cfg["min_side"] >= 1, "min_side", "an integer >= 1")
-    need(is_int(cfg["retries"]) and cfg["retries"] >= 0, "retries", "an integer >= 0")
+    need(is_int(cfg["retries"]) and 0 <= cfg["retries"] <= download.MAX_RETRIES, "retries",
+         f"an integer in [0, {download.MAX_RETRIES}]")
+    need(is_num(cfg["max_backoff_seconds"]) and cfg["max_backoff_seconds"] >= 0, "max_backoff_seconds", "a number >= 0")
+    for key in ("download_deadline_seconds", "stale_part_hours", "max_seconds"):
+        need(is_num(cfg[key]) and cfg[key] > 0, key, "a number > 0")
+    for key in ("max_download_bytes", "max_side", "max_pixels"):
+        need(is_int(cfg[key]) and cfg[key] >= 1, key, "an integer >= 1")
     need(is_num(cfg["backoff_seconds"]) and cfg["backoff_seconds"] >= 0, "backoff_seconds", "a number >= 0")
     need(is_num(cfg["timeout_seconds"]) and cfg["timeout_seconds"] > 0, "timeout_seconds", "a number > 0")
     need(isinstance(cfg["download_dir"], str) and cfg["download_dir"] != "", "download_dir", "a non-empty path")
@@ -341,10 +465,21 @@ def _remux_to_mp4(src: Path, dst: Path) -> None:
     """Copy the first video stream of ``src`` into an mp4 container without re-encoding."""
     cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-y", *input_args(src), "-map", "0:v:0", "-c", "copy",
            "-an", "-sn", "-dn", *BITEXACT, "-f", "mp4", ffmpeg_url(dst)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_tool(cmd, src, "remux", text=True)
     if res.returncode != 0:
         tail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"ffmpeg exit {res.returncode}"
         raise MediaError(f"{src}: cannot remux into mp4 ({tail})")
+
+
+def check_extent(path: Path, width: int, height: int, seconds: float, cfg: dict) -> None:
+    """Reject a source over the ingest bounds (a duration of 0.0 is unknown: checked again after counting)."""
+    if max(width, height) > cfg["max_side"]:
+        raise _Reject(f"too large: {path} is {width}x{height}, a side above ingest.max_side {cfg['max_side']}")
+    if width * height > cfg["max_pixels"]:
+        raise _Reject(f"too large: {path} is {width}x{height} = {width * height} pixels per frame, above "
+                      f"ingest.max_pixels {cfg['max_pixels']}")
+    if seconds > cfg["max_seconds"]:
+        raise _Reject(f"too long: {path} lasts {seconds:.1f} s, above ingest.max_seconds {cfg['max_seconds']:g}")
 
 
 def check_video(path: Path, min_frames: int) -> dict:
@@ -368,6 +503,8 @@ def _reason(e: Exception) -> str:
         return f"no frames: {e}"
     if isinstance(e, TruncatedError):
         return f"truncated: {e}"
+    if isinstance(e, MediaTimeout):
+        return f"timed out: {e}"
     return f"unreadable video: {e}"
 
 
@@ -388,7 +525,7 @@ def text_fields(entry: dict, keys: tuple[str, ...], item: str) -> tuple[dict[str
             out[key] = None if value is None else str(value)
         else:
             out[key] = None
-            bad.append(f"bad field: {item} key {key!r} must be text, got a {type(value).__name__} ({value!r:.80})")
+            bad.append(f"bad field: {item} key {key!r} must be text, got a {type(value).__name__} ({_shown(value)})")
     return out, bad
 
 
@@ -437,7 +574,9 @@ def _ingest_into(tmp: Path, entry: dict, manifest_path: str | os.PathLike, cfg: 
                                          entry.get("sha256"), copy_to=private)
             info["source_sha256"] = fetched.sha256 if fetched else _sha256_or_raise(src)
             is_mp4 = (download.url_suffix(str(entry["path"])) if fetched else src.suffix.lower()) == ".mp4"
+            check_extent(src, *probe_extent(src), cfg)          # before decoding every frame
             pr = check_video(src, cfg["min_frames"])
+            check_extent(src, pr["width"], pr["height"], pr["n_frames"] / pr["fps"], cfg)
             if min(pr["width"], pr["height"]) < cfg["min_side"]:
                 raise _Reject(f"too small: {src} is {pr['width']}x{pr['height']} (display size), a side below "
                               f"ingest.min_side {cfg['min_side']}")

@@ -63,7 +63,7 @@ def validate_params(params: dict) -> dict:
     sec = params.get("maskqc", {}) if isinstance(params, dict) else None
     if not isinstance(sec, dict):
         raise ValueError("params key 'maskqc' must be a mapping")
-    unknown = sorted(set(sec) - set(DEFAULTS))
+    unknown = sorted(set(sec) - set(DEFAULTS), key=str)   # YAML keys may be ints, None, dates
     if unknown:
         raise ValueError(f"params key 'maskqc.{unknown[0]}' is not known (known: {', '.join(sorted(DEFAULTS))})")
     cfg = {**DEFAULTS, **sec}

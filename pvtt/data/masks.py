@@ -384,7 +384,7 @@ def validate_params(params: dict) -> dict:
     sec = params.get("masks", {}) if isinstance(params, dict) else None
     if not isinstance(sec, dict):
         raise ValueError("params key 'masks' must be a mapping")
-    unknown = sorted(set(sec) - set(DEFAULTS))
+    unknown = sorted(set(sec) - set(DEFAULTS), key=str)   # YAML keys may be ints, None, dates
     if unknown:
         raise ValueError(f"params key 'masks.{unknown[0]}' is not known (known: {', '.join(sorted(DEFAULTS))})")
     cfg = {**DEFAULTS, **sec}
@@ -403,7 +403,7 @@ def validate_params(params: dict) -> dict:
     pr = cfg["prompt"]
     try:
         ok = isinstance(pr, str) and bool(pr.format(category="product").strip())
-    except (KeyError, IndexError, ValueError, AttributeError):
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError):   # TypeError: '{category[a]}'
         ok = False
     if not ok:
         raise ValueError(f"params key 'masks.prompt' must be a non-empty text whose only field is {{category}}, got {pr!r}")

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import math
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,9 @@ def validate_pairs_params(pairs_params: Any) -> dict:
     if "max_aspect_change" not in p:
         raise ValueError("params key 'pairs.max_aspect_change' is missing")
     mac = p["max_aspect_change"]
-    if isinstance(mac, bool) or not isinstance(mac, (int, float)) or not math.isfinite(mac) or mac < 1.0:
-        raise ValueError(f"params key 'pairs.max_aspect_change' must be a number >= 1, got {mac!r}")
+    # finite and a float (math.isfinite and float() overflow on an int past 1e308; NaN fails both bounds)
+    if isinstance(mac, bool) or not isinstance(mac, (int, float)) or not 1.0 <= mac <= sys.float_info.max:
+        raise ValueError(f"params key 'pairs.max_aspect_change' must be a finite number >= 1, got {mac!r}")
     out["max_aspect_change"] = float(mac)
     comp = p.get("compatible")
     if not isinstance(comp, dict) or not comp:

@@ -270,7 +270,7 @@ def validate_params(params: dict) -> dict:
         return ValueError(f"params key 'products.{key}' must be {what}, got {c[key]!r}")
 
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
-    is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    is_num = lambda v: isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and math.isfinite(v)
     BACKENDS.check(c["backend"])
     if not is_num(c["white_threshold"]) or not 1 <= c["white_threshold"] <= 255:
         raise bad("white_threshold", "a number in [1, 255]")

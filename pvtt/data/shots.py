@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -36,7 +38,7 @@ from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.rejects import Rejects
-from genbuild.io.video import MediaError, ffmpeg_bin, input_args, probe
+from genbuild.io.video import LIMITS, MediaError, MediaTimeout, ffmpeg_bin, input_args, probe
 from genbuild.registry import Registry
 
 log = logging.getLogger("pvtt.data.shots")
@@ -121,6 +123,7 @@ def get_detector(cfg: dict) -> ShotDetector:
 def _num(cfg: dict, key: str, lo: float, integer: bool = False, hi: float | None = None) -> None:
     v = cfg[key]
     ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and v >= lo
+    ok = ok and (isinstance(v, int) or math.isfinite(v))      # inf/NaN: no threshold (an int: no overflow)
     if ok and hi is not None:
         ok = v <= hi
     if not ok:
@@ -166,6 +169,14 @@ def iter_frames_bgr(path: Path, size: tuple[int, int], threads: int = 1) -> Iter
            "-map", "0:v:0", "-vf", f"scale={w}:{h}:flags=bilinear", "-fps_mode", "passthrough",
            "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    limit = LIMITS["stream"]
+    expired = threading.Event()
+
+    def expire() -> None:                              # a hung decoder cannot hold the job forever
+        expired.set()
+        proc.kill()
+    watchdog = threading.Timer(limit, expire)
+    watchdog.start()
     nbytes = w * h * 3
     try:
         while True:
@@ -178,6 +189,9 @@ def iter_frames_bgr(path: Path, size: tuple[int, int], threads: int = 1) -> Iter
         err = proc.stderr.read().decode(errors="replace").strip()
         proc.stderr.close()
         rc = proc.wait()
+        watchdog.cancel()
+    if expired.is_set():
+        raise MediaTimeout(f"{path}: decode timed out after {limit:g} s (params video.timeouts.stream)")
     if rc != 0:
         raise MediaError(f"{path}: decode failed ({err[-300:] or f'ffmpeg exit {rc}'})")
 

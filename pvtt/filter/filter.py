@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from genbuild import stage as cli
+from genbuild.hf_loading import WeightsLayoutError
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.masks import load_masks
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     try:
         run(a.params, a.work, a.pairs, a.synth, a.out, a.root)
-    except MissingWeightsError as e:
+    except (MissingWeightsError, WeightsLayoutError) as e:
         log.error("%s", e)
         raise SystemExit(f"filter: {e}") from None
 

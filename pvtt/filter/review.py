@@ -90,14 +90,18 @@ def load_kept(filter_dirs: list[str | Path]) -> dict[str, dict]:
 
 
 class VerdictsError(ValueError):
-    """A verdicts CSV that cannot be read (not UTF-8); the message names the file and the problem."""
+    """A verdicts CSV that cannot be used (not UTF-8, no pair_id/verdict header, a bad or contradicting
+    row, a field over the csv module's size limit); the message names the file and the row or problem."""
 
 
 def read_verdicts(path: str | Path) -> dict[str, dict]:
-    """pair_id -> {"verdict": "accept"|"reject"|"", "notes", "row"}; unknown verdicts raise ValueError naming the row."""
+    """pair_id -> {"verdict": "accept"|"reject"|"", "notes", "row"}; a bad file or row raises VerdictsError naming it."""
     path = Path(path)
     out: dict[str, dict] = {}
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise VerdictsError(f"{path}: cannot read the verdicts CSV ({e.strerror or e})") from e
     try:  # UTF-8, with or without a BOM; anything else (a cp1252 "CSV" save) is refused, not guessed
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -106,26 +110,41 @@ def read_verdicts(path: str | Path) -> dict[str, dict]:
                             "save the verdicts CSV as UTF-8 (e.g. Excel's 'CSV UTF-8'), then rerun") from None
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        if "pair_id" not in cols or "verdict" not in cols:
-            raise ValueError(f"{path}: header must have pair_id and verdict columns, got {cols}")
-        for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "") for k, v in row.items()}
-            pid = row.get("pair_id", "").strip()
-            verdict = row.get("verdict", "").strip().lower()
-            if not pid and not verdict:
-                continue
-            if not pid:
-                raise ValueError(f"{path}: row {line}: empty pair_id")
-            if verdict not in ("",) + VERDICTS:
-                raise ValueError(f"{path}: row {line} (pair_id {pid}): unknown verdict {row.get('verdict')!r} "
-                                 f"(expected accept, reject or empty)")
-            if pid in out and out[pid]["verdict"] and verdict and out[pid]["verdict"] != verdict:
-                raise ValueError(f"{path}: row {line} (pair_id {pid}): verdict {verdict!r} contradicts "
-                                 f"row {out[pid]['row']} ({out[pid]['verdict']!r})")
-            if pid not in out or verdict:
-                out[pid] = {"verdict": verdict, "notes": row.get("notes", "").strip(), "row": line}
+        try:
+            _read_rows(reader, path, out)
+        except csv.Error as e:  # a field over csv.field_size_limit(), e.g. from an unclosed quote
+            raise VerdictsError(f"{path}: line {reader.reader.line_num}: {e} (an unclosed '\"' makes the rest of the "
+                                "file one field)") from None
     return out
+
+
+def _read_rows(reader: csv.DictReader, path: Path, out: dict[str, dict]) -> None:
+    """Fill ``out`` from the rows of ``reader`` (read_verdicts' rules; rows are numbered as lines from 2)."""
+    cols = [c.strip() for c in (reader.fieldnames or [])]
+    if "pair_id" not in cols or "verdict" not in cols:
+        raise VerdictsError(f"{path}: header must have pair_id and verdict columns, got {_cut(repr(cols))}")
+    for line, row in enumerate(reader, start=2):
+        # a row longer than the header puts its extra fields, a list, under the key None
+        row = {(k or "").strip(): (v if isinstance(v, str) else "") for k, v in row.items()}
+        pid = row.get("pair_id", "").strip()
+        verdict = row.get("verdict", "").strip().lower()
+        if not pid and not verdict:
+            continue
+        if not pid:
+            raise VerdictsError(f"{path}: row {line}: empty pair_id")
+        if verdict not in ("",) + VERDICTS:
+            raise VerdictsError(f"{path}: row {line} (pair_id {_cut(pid)}): unknown verdict "
+                                f"{_cut(repr(row.get('verdict')))} (expected accept, reject or empty)")
+        if pid in out and out[pid]["verdict"] and verdict and out[pid]["verdict"] != verdict:
+            raise VerdictsError(f"{path}: row {line} (pair_id {_cut(pid)}): verdict {verdict!r} contradicts "
+                                f"row {out[pid]['row']} ({out[pid]['verdict']!r})")
+        if pid not in out or verdict:
+            out[pid] = {"verdict": verdict, "notes": row.get("notes", "").strip(), "row": line}
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    """``text`` for a message, at most ``limit`` characters (a pasted paragraph in the wrong column)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def decide(kept: dict[str, dict], sampled: list[str], verdicts: dict[str, dict] | None,

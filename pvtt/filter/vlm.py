@@ -17,7 +17,9 @@ its score and answer on the sheet::
 
 The model is ``Qwen2VLForConditionalGeneration`` with ``AutoProcessor`` from that directory
 (``local_files_only``; nothing is downloaded; a missing directory stops the stage naming the path,
-the params key and ``dvc pull``). One user message, rendered by the processor's chat template:
+the params key and ``dvc pull``; a checkpoint whose tensor names or shapes do not match the model stops it
+with :class:`genbuild.hf_loading.WeightsLayoutError` naming the directory, the params key and the first
+offending names). One user message, rendered by the processor's chat template:
 "Reference product image:", the reference (the products-stage cut-out on white), "Frames of the
 edited video:", the frames, then the prompt with ``{caption}`` (the pair's edit caption),
 ``{category_from}`` and ``{category_to}`` filled in. The answer is generated greedily
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from genbuild import stage as cli
+from genbuild.hf_loading import WeightsLayoutError, check_loading_info
 from genbuild.weights import MissingWeightsError
 from pvtt.filter.learned import even_indices, resolve_device
 
@@ -184,7 +187,17 @@ def load_model(cfg: dict, root: str | Path = "."):
 
     device = resolve_device(cfg["device"])
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model = Qwen2VLForConditionalGeneration.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    what, key = "filter L3 VLM", f"{KEY}.weights"
+    try:
+        model, info = Qwen2VLForConditionalGeneration.from_pretrained(str(path), local_files_only=True, dtype=dtype,
+                                                                      output_loading_info=True)
+    except RuntimeError as e:   # transformers raises on tensors of another shape (ignore_mismatched_sizes=False)
+        raise WeightsLayoutError(f"{what}: the weights at '{path}' (params {key}) do not fit the "
+                                 f"Qwen2VLForConditionalGeneration built from its config.json: {e}") from e
+    # from_pretrained is not strict (a renamed tensor loads nothing, its weight stays random): refuse any
+    # missing/unexpected name. The published layouts (Qwen2-VL-2B with tied lm_head, 7B with its own lm_head)
+    # report none with the pinned transformers, so nothing is ignored.
+    check_loading_info(info, str(path), key, what=what)
     processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
     impl = (f"transformers Qwen2VLForConditionalGeneration ({cfg['weights']}), {dtype}, greedy "
             f"max_new_tokens={cfg['max_new_tokens']}, {cfg['frames']} frames + reference, "

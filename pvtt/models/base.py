@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from pvtt.models.dit import PVTTDiT
 from genbuild.weights import require_weights
+from pvtt.models.dit import PVTTDiT
 
 log = logging.getLogger(__name__)
 

@@ -1,64 +1,128 @@
 """A model bundle: the denoiser plus the codec and frozen encoders it was trained with.
 
-The encoders' settings are stored in every checkpoint's config.json, so students, the
-engine and the evaluation rebuild exactly the conditioning the teacher saw.
+The encoders' settings are stored in every checkpoint's config.json (``components``), so students,
+the engine and the evaluation rebuild exactly the conditioning the teacher saw, on the device and
+in the dtype it names (``model.device`` / ``model.dtype``, ``pvtt.models.components``).
+
+Real encoders are loaded when first used, not when the bundle is made: a teacher that trains on the
+latent cache never touches umT5-XXL or CLIP, so its ranks do not load them. Their files are
+checked at once, so a missing one still stops at start-up, naming the path. Stand-ins are built
+at once, in the order the sample's artifacts were made with (they draw from the global RNG).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch.nn as nn
 
-from pvtt.models.codec import Codec, build_codec
+from pvtt.models.codec import Codec, build_codec, codec_channels
+from pvtt.models.components import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULTS, KINDS, component_cfg, placement_names, resolve_placement
 from pvtt.models.dit import PRESETS, PVTTDiT, build_dit, read_config
-from pvtt.models.encoders import build_image_encoder, build_text_encoder, image_token_dim
+from pvtt.models.encoders import build_image_encoder, build_text_encoder, check_files, image_token_dim
 
 
-@dataclass
+class _Later:
+    """A component built on first use."""
+
+    def __init__(self, build):
+        self.build = build
+
+
 class Bundle:
-    dit: PVTTDiT | None  # None in an encoders-only bundle (the latent cache)
-    codec: Codec
-    image_encoder: nn.Module
-    text_encoder: nn.Module
-    components: dict  # {"codec": {...}, "image_encoder": {...}, "text_encoder": {...}, "preset": str}
+    """The DiT (None in an encoders-only bundle: the latent cache) with its codec and frozen encoders."""
+
+    def __init__(self, dit: PVTTDiT | None, codec: Codec, image_encoder: nn.Module | _Later, text_encoder: nn.Module | _Later,
+                 components: dict):
+        self.dit, self.components = dit, components  # components: {"codec": {...}, ..., "preset", "device", "dtype"}
+        self._parts: dict[str, Any] = {"codec": codec, "image_encoder": image_encoder, "text_encoder": text_encoder}
+
+    def _part(self, name: str):
+        part = self._parts[name]
+        if isinstance(part, _Later):
+            part = self._parts[name] = part.build()
+        return part
+
+    @property
+    def codec(self) -> Codec:
+        return self._part("codec")
+
+    @property
+    def image_encoder(self) -> nn.Module:
+        return self._part("image_encoder")
+
+    @property
+    def text_encoder(self) -> nn.Module:
+        return self._part("text_encoder")
 
 
 def components_from_params(model_params: dict, train_data: dict) -> dict:
     return {
         "preset": model_params.get("preset", "tiny"),
         "prediction": model_params.get("prediction", "velocity"),
-        "codec": dict(model_params.get("codec", {"kind": "space_to_depth", "factor": 4})),
-        "image_encoder": {"size": int(train_data["reference_size"]), **model_params.get("image_encoder", {"kind": "tiny", "seed": 0})},
-        "text_encoder": dict(model_params.get("text_encoder", {"kind": "hashed", "max_len": 16})),
+        "device": str(model_params.get("device", DEFAULT_DEVICE)),
+        "dtype": str(model_params.get("dtype", DEFAULT_DTYPE)),
+        "codec": component_cfg(model_params, "codec"),
+        "image_encoder": {"size": int(train_data["reference_size"]), **component_cfg(model_params, "image_encoder")},
+        "text_encoder": component_cfg(model_params, "text_encoder"),
     }
 
 
+def _placement(components: dict, name: str):
+    return resolve_placement(*placement_names(components, name))
+
+
+def _codec(components: dict) -> Codec:
+    return build_codec(components["codec"], *_placement(components, "codec"))
+
+
 def _encoders(components: dict, text_dim: int):
-    codec = build_codec(components["codec"])
-    return codec, build_image_encoder(components["image_encoder"]), build_text_encoder(components["text_encoder"], text_dim)
+    """(image encoder, text encoder): stand-ins now, real ones on first use (their files checked now)."""
+    img_cfg, txt_cfg = components["image_encoder"], components["text_encoder"]
+    img_place, txt_place = _placement(components, "image_encoder"), _placement(components, "text_encoder")
+    parts = []
+    for name, cfg, build in (("image_encoder", img_cfg, lambda: build_image_encoder(img_cfg, *img_place)),
+                             ("text_encoder", txt_cfg, lambda: build_text_encoder(txt_cfg, text_dim, *txt_place))):
+        kind = cfg.get("kind", DEFAULTS[name]["kind"])
+        if kind in KINDS[name] and KINDS[name][kind] is None:  # real: loads weights
+            check_files(name, cfg)
+            parts.append(_Later(build))
+        else:
+            parts.append(build())
+    return tuple(parts)
+
+
+def _check_preset(components: dict) -> None:
+    if components["preset"] not in PRESETS:
+        raise ValueError(f"model.preset: unknown preset '{components['preset']}' (known: {', '.join(PRESETS)})")
 
 
 def encoders_for(components: dict) -> Bundle:
     """The codec and frozen encoders alone, without building the denoiser (a 14B one is costly)."""
-    preset = components["preset"]
-    if preset not in PRESETS:
-        raise ValueError(f"model.preset: unknown preset '{preset}' (known: {', '.join(PRESETS)})")
-    codec, img, txt = _encoders(components, PRESETS[preset]["text_dim"])
+    _check_preset(components)
+    codec = _codec(components)
+    img, txt = _encoders(components, PRESETS[components["preset"]]["text_dim"])
     return Bundle(None, codec, img, txt, components)
 
 
 def new_bundle(components: dict, seed: int) -> Bundle:
-    codec = build_codec(components["codec"])
-    dit = build_dit(components["preset"], codec.channels, seed, components.get("prediction", "velocity"),
+    codec = _codec(components)
+    dit = build_dit(components["preset"], codec_channels(components["codec"]), seed, components.get("prediction", "velocity"),
                     image_token_dim(components["image_encoder"]))
-    _, img, txt = _encoders(components, dit.arch["text_dim"])
+    img, txt = _encoders(components, dit.arch["text_dim"])
     return Bundle(dit, codec, img, txt, components)
 
 
-def load_bundle(model_dir: str | Path) -> Bundle:
+def load_bundle(model_dir: str | Path, device: str | None = None, dtype: str | None = None) -> Bundle:
+    """A trained model with the components of its config.json; ``device`` / ``dtype`` (params names)
+    override the placement it was trained with (for example a CUDA-trained teacher on a CPU host)."""
     cfg = read_config(model_dir)
-    components = cfg["components"]
+    components = dict(cfg["components"])
+    place = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if place:
+        components = {**components, **place, **{n: {k: v for k, v in components[n].items() if k not in place}
+                                                  for n in ("codec", "image_encoder", "text_encoder")}}
     dit = PVTTDiT.load(model_dir)
-    codec, img, txt = _encoders(components, dit.arch["text_dim"])
-    return Bundle(dit, codec, img, txt, components)
+    codec = _codec(components)
+    img, txt = _encoders(components, dit.arch["text_dim"])
+    return Bundle(dit, codec, img, txt, {**cfg["components"]})

@@ -3,6 +3,8 @@
 The sample and CI use an exact, invertible space-to-depth codec so that a tiny model learns
 something visible in minutes; real runs use the Wan VAE through DiffSynth's class and loader.
 Frames are float tensors in [-1, 1] shaped (B, 3, F, H, W); latents are (B, C, F', H', W').
+The VAE runs on the device and in the dtype params give it (``model.device`` / ``model.dtype``, or
+``model.codec.device`` / ``.dtype``: ``pvtt.models.components``).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 
-from genbuild.weights import require_weights
+from genbuild.weights import require_weights, weights_error
 
 
 class Codec(ABC):
@@ -59,36 +61,74 @@ class SpaceToDepthCodec(Codec):
         return y.reshape(b, f, 3, h * self.spatial, w * self.spatial).transpose(1, 2)
 
 
+def wan_vae(**arch):
+    """DiffSynth's ``WanVideoVAE`` (Wan2.1, z_dim 16); ``arch`` re-sizes its inner ``VideoVAE_`` (tests: ``dim``)."""
+    from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
+
+    vae = WanVideoVAE()
+    if arch:
+        vae.model = VideoVAE_(**{"z_dim": 16, **arch}).eval().requires_grad_(False)
+    return vae
+
+
+def wan22_vae(**arch):
+    """DiffSynth's ``WanVideoVAE38`` (Wan2.2, z_dim 48); ``arch`` (``dim``) re-sizes it."""
+    from diffsynth.models.wan_video_vae import WanVideoVAE38
+
+    return WanVideoVAE38(**arch)
+
+
 class WanVAECodec(Codec):
     """The Wan2.1 VAE (8x spatial, 4x temporal, 16 channels) or, with ``wan22``, the Wan2.2 one
-    (16x spatial, 4x temporal, 48 channels, for the 5B preset), loaded with DiffSynth's loader."""
+    (16x spatial, 4x temporal, 48 channels, for the 5B preset), loaded with DiffSynth's loader and
+    state-dict converter onto ``device`` in ``dtype``. It encodes and decodes there; frames and
+    latents come back float32 on the device they were given on (the CPU, for the latent cache)."""
 
-    def __init__(self, path: str, device: str = "cpu", dtype: torch.dtype = torch.float32, wan22: bool = False):
+    def __init__(self, path: str, device=torch.device("cpu"), dtype: torch.dtype = torch.float32, wan22: bool = False,
+                 arch: dict | None = None, key: str = "model.codec.path"):
         from diffsynth.core.loader.model import load_model
-        from diffsynth.models.wan_video_vae import WanVideoVAE, WanVideoVAE38
         from diffsynth.utils.state_dict_converters.wan_video_vae import WanVideoVAEStateDictConverter
 
-        weights = require_weights(path, "Wan2.2 VAE" if wan22 else "Wan VAE")
-        self.vae = load_model(WanVideoVAE38 if wan22 else WanVideoVAE, str(weights), torch_dtype=dtype, device=device,
-                              state_dict_converter=WanVideoVAEStateDictConverter)
-        self.device = device
+        what = "Wan2.2 VAE" if wan22 else "Wan VAE"
+        weights = require_weights(path, what)
+        try:
+            self.vae = load_model(wan22_vae if wan22 else wan_vae, str(weights), config=dict(arch or {}), torch_dtype=dtype,
+                                  device=str(device), state_dict_converter=WanVideoVAEStateDictConverter)
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as e:
+            raise weights_error(what, weights, key, "do not fit DiffSynth's VAE", e) from e
+        self.device, self.dtype = torch.device(device), dtype
         self.spatial, self.temporal, self.channels = (16, 4, 48) if wan22 else (8, 4, 16)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(frames, device=self.device)
+        z = self.vae.encode(frames.to(dtype=self.dtype), device=self.device)
+        return z.to(device=frames.device, dtype=torch.float32)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents, device=self.device)
+        x = self.vae.decode(latents.to(dtype=self.dtype), device=self.device)
+        return x.to(device=latents.device, dtype=torch.float32)
 
 
-def build_codec(cfg: dict) -> Codec:
+CODEC_KINDS = ("space_to_depth", "wan_vae", "wan22_vae")
+
+
+def codec_channels(cfg: dict) -> int:
+    """Latent channels of a codec, without loading it."""
+    kind = cfg.get("kind", "space_to_depth")
+    if kind == "space_to_depth":
+        return 3 * int(cfg.get("factor", 4)) ** 2
+    if kind not in CODEC_KINDS:
+        raise ValueError(f"model codec.kind: unknown codec '{kind}' (known: {', '.join(CODEC_KINDS)})")
+    return {"wan_vae": 16, "wan22_vae": 48}[kind]
+
+
+def build_codec(cfg: dict, device=torch.device("cpu"), dtype: torch.dtype = torch.float32) -> Codec:
+    """The codec ``cfg`` names, placed on ``device`` in ``dtype`` (the space-to-depth codec is exact
+    reshaping, without weights: it runs where its input is, in the input's dtype)."""
     kind = cfg.get("kind", "space_to_depth")
     if kind == "space_to_depth":
         return SpaceToDepthCodec(int(cfg.get("factor", 4)))
-    if kind == "wan_vae":
-        return WanVAECodec(cfg["path"])
-    if kind == "wan22_vae":
-        return WanVAECodec(cfg["path"], wan22=True)
-    raise ValueError(f"model codec.kind: unknown codec '{kind}' (known: space_to_depth, wan_vae, wan22_vae)")
+    if kind in ("wan_vae", "wan22_vae"):
+        return WanVAECodec(cfg.get("path"), device, dtype, wan22=kind == "wan22_vae", arch=cfg.get("arch"))
+    raise ValueError(f"model codec.kind: unknown codec '{kind}' (known: {', '.join(CODEC_KINDS)})")

@@ -22,17 +22,17 @@ class Conditions:
     image_tokens: torch.Tensor  # (B, 257, 1280) reference product image
     text_tokens: torch.Tensor   # (B, L, D) caption
 
-    def null(self) -> "Conditions":
+    def null(self) -> Conditions:
         """The unconditional branch for CFG: no reference image, no caption (video and mask stay)."""
         return Conditions(self.source, self.mask, torch.zeros_like(self.image_tokens), torch.zeros_like(self.text_tokens))
 
-    def to(self, device) -> "Conditions":
+    def to(self, device) -> Conditions:
         return Conditions(*(t.to(device) for t in (self.source, self.mask, self.image_tokens, self.text_tokens)))
 
-    def select(self, idx) -> "Conditions":
+    def select(self, idx) -> Conditions:
         return Conditions(self.source[idx], self.mask[idx], self.image_tokens[idx], self.text_tokens[idx])
 
-    def drop(self, keep: torch.Tensor) -> "Conditions":
+    def drop(self, keep: torch.Tensor) -> Conditions:
         """Zero image and text conditions where ``keep`` (B,) is False (CFG dropout in training)."""
         k3 = keep.view(-1, 1, 1).to(self.image_tokens.dtype)
         return Conditions(self.source, self.mask, self.image_tokens * k3, self.text_tokens * k3)

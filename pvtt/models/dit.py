@@ -12,13 +12,12 @@ import contextlib
 import json
 from pathlib import Path
 
+import diffsynth.models.wan_video_dit as wan_dit
 import torch
 import torch.nn as nn
+from diffsynth.models.wan_video_dit import WanModel, sinusoidal_embedding_1d
 from einops import rearrange
 from safetensors.torch import load_file, save_file
-
-import diffsynth.models.wan_video_dit as wan_dit
-from diffsynth.models.wan_video_dit import WanModel, sinusoidal_embedding_1d
 
 # Wan2.1/2.2 shapes; tiny is the sample/CI model (a few M params, trains on CPU in minutes).
 # head_dim must make the 3-D RoPE split even (48, 96 or 128; 64 fails).
@@ -141,7 +140,7 @@ class PVTTDiT(nn.Module):
         return (x_t - (source + out)) / sigma
 
     # -- persistence -------------------------------------------------------------------------
-    def to_device(self, device) -> "PVTTDiT":
+    def to_device(self, device) -> PVTTDiT:
         """``.to(device)``, plus the RoPE tables DiffSynth keeps as a plain attribute (not a buffer)."""
         self.to(device)
         self.wan.freqs = tuple(f.to(device) for f in self.wan.freqs)
@@ -156,7 +155,7 @@ class PVTTDiT(nn.Module):
         (out / "config.json").write_text(json.dumps({**self.config, **(extra or {})}, sort_keys=True, indent=2) + "\n")
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "PVTTDiT":
+    def load(cls, model_dir: str | Path) -> PVTTDiT:
         d = Path(model_dir)
         for name in ("config.json", "model.safetensors"):
             if not (d / name).exists():

@@ -56,8 +56,11 @@ def encode_dataset(dataset_dir: Path, out_dir: Path, params: dict, workers: int 
 
 
 def _encode_spec(dataset_dir: Path, tmp: Path, model: dict, td: dict, workers: int) -> tuple[dict, list[Path]]:
-    components = components_from_params(model, td)
+    components = components_from_params(model, td)  # kinds and placement (model.device / model.dtype) from params
     bundle = encoders_for(components)
+    log.info("latents: codec %s, image encoder %s, text encoder %s, on %s in %s (model.device / model.dtype)",
+             *(components[c]["kind"] for c in ("codec", "image_encoder", "text_encoder")), components["device"],
+             components["dtype"])
     counts, inputs = {}, []
     tmp.mkdir(exist_ok=True)
     for split in SPLITS:

@@ -56,7 +56,8 @@ def test_rule_params_are_the_declared_subtrees_of_the_namespace():
     assert rule_params(config, "student_4") == {"distill": {"common": pv["distill"]["common"],
                                                             "student_4": pv["distill"]["student_4"]}}
     # Shared keys come from the top level, the pipeline's from its namespace, in the same un-namespaced shape.
-    assert rule_params(config, "sample") == {"seed": config["seed"], "sample": pv["sample"], "video": config["video"]}
+    encoder = {k: config["video"][k] for k in ("crf", "preset", "threads")}
+    assert rule_params(config, "sample") == {"seed": config["seed"], "sample": pv["sample"], "video": encoder}
     # The latent cache reads what shapes the tensors; the trainers read the tensors.
     # (and teacher phase 1's model/resolution overrides, which get a cache of their own).
     phase1 = pv["teacher_phases"]["phase1"]
@@ -68,6 +69,27 @@ def test_rule_params_are_the_declared_subtrees_of_the_namespace():
     del pv["clips"]
     with pytest.raises(P.ParamsError, match="'pvtt.clips'"):
         rule_params(config, "clips")
+
+
+def test_process_time_limits_change_no_rule_params():
+    """video.timeouts bound processes, not results: no rule's params (Snakemake's rerun trigger,
+    DVC's params) may change with them."""
+    config = P.load()
+    before = {r: rule_params(config, r) for r in RULES}
+    config["video"]["timeouts"] = {"probe": 1, "count": 2, "decode": 3, "encode": 4, "stream": 5}
+    assert {r: rule_params(config, r) for r in RULES} == before
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("masks", "min_area_frac", 1), ("shots", "threshold", 256), ("pairs", "expected_clips_per_video", 1.5),
+    ("products", "white_threshold", 0), ("maskqc", "max_area_jump", 2),
+])
+def test_values_a_stage_refuses_stop_at_start_up(section, key, value):
+    """The schema lets these through; the stage's own check would refuse them hours later in a job."""
+    config = P.load()
+    config["pvtt"][section][key] = value
+    with pytest.raises(P.ParamsError, match=rf"'pvtt\.{section}\.{key}'"):
+        P.validate(config)
 
 
 def test_overlays_are_valid():

@@ -297,10 +297,15 @@ class FluxEditor:
         t0 = time.perf_counter()
 
         raw = load_state(cfg["dit"], dtype, label, f"{key}.dit")
-        if any(k.startswith(("double_blocks.", "single_blocks.", "img_in.", "model.diffusion_model.")) for k in raw):
-            raw = FluxDiTStateDictConverter(raw)                  # BFL original (flux1-dev.safetensors)
-        elif any(k.startswith("transformer_blocks.") for k in raw):
-            raw = FluxDiTStateDictConverterFromDiffusers(raw)     # diffusers layout
+        try:    # DiffSynth's converters index fixed key names: a renamed key raises KeyError(suffix) there
+            if any(k.startswith(("double_blocks.", "single_blocks.", "img_in.", "model.diffusion_model.")) for k in raw):
+                raw = FluxDiTStateDictConverter(raw)              # BFL original (flux1-dev.safetensors)
+            elif any(k.startswith("transformer_blocks.") for k in raw):
+                raw = FluxDiTStateDictConverterFromDiffusers(raw)  # diffusers layout
+        except (KeyError, ValueError, IndexError, TypeError) as e:
+            raise BackendError(f"{label}: {cfg['dit']} (params {key}.dit) is not a FLUX.1 DiT checkpoint in the BFL "
+                               f"or diffusers layout: its state-dict converter failed on {e.__class__.__name__}: "
+                               f"{e}") from e
         try:
             dcfg = {**flux_dit_config(raw), **arch.get("dit", {})}
         except KeyError as e:

@@ -19,8 +19,10 @@ transformers model directory: config, weights, processor and tokenizer files) an
 ``masks.sam2_checkpoint`` (``{"model": state_dict}``), whose model is built from the sam2
 package's config ``masks.sam2_config`` plus the hydra overrides ``masks.sam2_overrides``. A
 missing file stops the stage naming the path, the params key and the ``dvc pull`` that fetches
-it; so does a missing package. Never a silent fallback to ``classical``. torch, transformers
-and sam2 are imported only when the backend is built, so ``import pvtt.data.masks`` stays light.
+it; so does a missing package, and a Grounding DINO checkpoint whose tensor names do not match
+the model (``from_pretrained`` alone would leave such weights at random init). Never a silent
+fallback to ``classical``. torch, transformers and sam2 are imported only when the backend is
+built, so ``import pvtt.data.masks`` stays light.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from genbuild.hf_loading import WeightsLayoutError, check_loading_info
 from pvtt.data.backends import BackendError
 from pvtt.data.masks import MaskBackend, register
 
@@ -82,10 +85,19 @@ class GroundedSam2Backend(MaskBackend):
         t0 = time.perf_counter()
         try:
             self.processor = AutoProcessor.from_pretrained(gd, local_files_only=True)
-            self.detector = GroundingDinoForObjectDetection.from_pretrained(gd, local_files_only=True)
+            self.detector, info = GroundingDinoForObjectDetection.from_pretrained(gd, local_files_only=True,
+                                                                                  output_loading_info=True)
         except Exception as e:  # noqa: BLE001 - any load failure names the directory and key
             raise BackendError(f"masks.backend 'grounded_sam2': cannot load Grounding DINO from {gd} "
                                f"(params masks.grounding_dino): {e.__class__.__name__}: {e}") from e
+        # from_pretrained is not strict (a renamed tensor loads nothing, its weight stays random): refuse any
+        # missing/unexpected name. The published layout (HF's conversion, Swin names mapped by transformers;
+        # the decoder's bbox_embed copies tied) reports none with the pinned transformers, so nothing is ignored.
+        try:
+            check_loading_info(info, str(gd), "masks.grounding_dino",
+                               what="masks.backend 'grounded_sam2': Grounding DINO")
+        except WeightsLayoutError as e:
+            raise BackendError(str(e)) from e
         self.detector = self.detector.to(self.device).eval()
         try:
             self.sam = build_sam2_video_predictor(sam_cfg, str(ckpt), device=self.device,

@@ -94,18 +94,77 @@ def test_allowed_containers_still_read(tmp_path):
         assert (V.probe(p).width, V.read_frames(p, size=(32, 24)).shape[2]) == (32, 32), name
 
 
-def test_every_subprocess_has_a_timeout(tmp_path, monkeypatch):
+@pytest.fixture()
+def limits():
+    """video.LIMITS restored in place after the test (configure_timeouts changes the process's
+    limits; stages hold the same dict object)."""
+    saved = dict(V.LIMITS)
+    yield V.LIMITS
+    V.LIMITS.clear()
+    V.LIMITS.update(saved)
+
+
+def test_every_media_process_has_a_timeout(tmp_path, limits):
     p = make_video(tmp_path / "a.mp4", "32x24")
-    monkeypatch.setattr(V, "COUNT_TIMEOUT_S", 1e-4)
-    with pytest.raises(V.MediaError, match=r"a\.mp4: ffprobe timed out after"):
+    V.configure_timeouts({"count": 1e-4})
+    with pytest.raises(V.MediaTimeout, match=r"a\.mp4: ffprobe timed out after .*video\.timeouts\.count"):
         V.probe(p)
-    monkeypatch.setattr(V, "PROBE_TIMEOUT_S", 1e-4)
-    with pytest.raises(V.MediaError, match="timed out"):
+    V.configure_timeouts({"probe": 1e-4})
+    with pytest.raises(V.MediaTimeout, match="timed out"):
         V.probe(p, count_frames=False)
-    monkeypatch.setattr(V, "DECODE_TIMEOUT_S", 1e-4)
-    with pytest.raises(V.MediaError, match="decode timed out"):
+    with pytest.raises(V.MediaTimeout, match="timed out"):
+        V.probe_extent(p)
+    V.configure_timeouts({"decode": 1e-4})
+    with pytest.raises(V.MediaTimeout, match="decode timed out"):
         V.read_frames(p, size=(16, 12))
-    monkeypatch.setattr(V, "ENCODE_TIMEOUT_S", 1e-4)
-    with pytest.raises(V.MediaError, match="encode timed out"):
+    V.configure_timeouts({"encode": 1e-4})
+    with pytest.raises(V.MediaTimeout, match="encode timed out"):
         V.write_video(tmp_path / "b.mp4", np.zeros((2, 16, 16, 3), np.uint8), 25)
     assert not (tmp_path / "b.mp4").exists()
+
+
+def test_stage_processes_over_the_whole_source_have_a_timeout(tmp_path, limits):
+    from pvtt.data import ingest, shots
+    p = make_video(tmp_path / "a.mkv", "32x24", seconds=2, fmt="matroska")
+    V.configure_timeouts({"stream": 1e-3})
+    with pytest.raises(V.MediaTimeout, match=r"remux timed out .*video\.timeouts\.stream"):
+        ingest._remux_to_mp4(p, tmp_path / "out.mp4")
+    with pytest.raises(V.MediaTimeout, match=r"decode timed out .*video\.timeouts\.stream"):
+        list(shots.iter_frames_bgr(p, (16, 12)))
+
+
+@pytest.mark.parametrize("bad", [{"probe": 0}, {"probe": "1"}, {"probe": True}, {"probe": float("inf")}, {"nope": 1}])
+def test_bad_timeouts_name_the_key(bad, limits):
+    with pytest.raises(ValueError, match=r"video\.timeouts\."):
+        V.configure_timeouts(bad)
+
+
+def test_stage_parser_applies_the_timeouts_from_the_environment(monkeypatch, limits, capsys):
+    from genbuild import stage
+    monkeypatch.setenv(stage.TIMEOUTS_ENV, '{"decode": 7.5}')
+    stage.parser("x").parse_args([])
+    assert limits["decode"] == 7.5 and limits["probe"] == V.DEFAULT_TIMEOUTS["probe"]
+    monkeypatch.setenv(stage.TIMEOUTS_ENV, '{"decode": -1}')
+    with pytest.raises(SystemExit):
+        stage.parser("x").parse_args([])
+    assert "video.timeouts.decode" in capsys.readouterr().err
+
+
+def test_no_subprocess_without_a_time_limit():
+    """Every subprocess call in the packages passes ``timeout=`` (or goes through run_tool); the one
+    streaming Popen (shots) has its watchdog, tested above."""
+    import ast
+    root = Path(__file__).resolve().parents[3]
+    missing = []
+    for f in sorted([*root.glob("genbuild/**/*.py"), *root.glob("pvtt/**/*.py")]):
+        if "bench" in f.parts:                      # developer benchmarks, not the build
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "subprocess"
+                    and node.func.attr in ("run", "call", "check_call", "check_output", "Popen")):
+                if node.func.attr == "Popen" and f.name == "shots.py":
+                    continue
+                if not any(k.arg == "timeout" for k in node.keywords):
+                    missing.append(f"{f.relative_to(root)}:{node.lineno}")
+    assert not missing, f"subprocess calls without a timeout: {missing}"

@@ -196,7 +196,7 @@ def test_real_loading_paths_score_like_in_memory(tmp_path, clip_model, dino_mode
     backbone["classifier.1.weight"] = torch.zeros(4, 4)
     torch.save(backbone, tmp_path / "alexnet.pth")
     torch.save(i3d.state_dict(), tmp_path / "rgb_imagenet.pt")
-    torch.save({"params": musiq_net.state_dict()}, tmp_path / "musiq.pth")  # pyiqa wraps in 'params'
+    torch.save(musiq_net.state_dict(), tmp_path / "musiq.pth")  # as pyiqa publishes it (scripts/convert_musiq_to_pth.py)
     cfg = {"clip_i": {"weights": "clip.bin", "model_config": TINY_CLIP},
            "dino_i": {"weights": "dinov2", "resize": 56, "crop": 56},
            "lpips": {"weights": "alexnet.pth", "net": "alex"},
@@ -215,5 +215,6 @@ def test_real_loading_paths_score_like_in_memory(tmp_path, clip_model, dino_mode
             ref_metric.score(pred, truth, REF, MASK), rel=1e-5, abs=1e-6), name
     videos = [_video(s, frames=8) for s in range(2)]  # 8 frames of 64x64 -> 224 px, as in the pipeline
     loaded = metrics["fvd"].features(videos)
-    assert loaded.shape == (2, 1024) and np.isfinite(loaded).all()
+    assert loaded.shape == (2, 400) and np.isfinite(loaded).all()  # the Kinetics-400 logits, as the reference FVD
+    assert "400-d logits averaged over time" in metrics["fvd"].implementation
     np.testing.assert_allclose(loaded, Q.Fvd(i3d).features(videos), rtol=1e-5, atol=1e-7)

@@ -177,6 +177,7 @@ class FileServer:
         self.fail = 0
         self.mode = "500"
         self.ranges = True
+        self.lengths = True                             # False: no Content-Length, the body ends at the close
         self.release = threading.Event()
         server = self
 
@@ -220,7 +221,10 @@ class FileServer:
                 if server.ranges:
                     self.send_header("Accept-Ranges", "bytes")
                     self.send_header("ETag", etag)
-                self.send_header("Content-Length", str(len(body)))
+                if server.lengths:
+                    self.send_header("Content-Length", str(len(body)))
+                else:
+                    self.close_connection = True
                 self.end_headers()
                 if failing:                                   # drop / stall: half the body, then hang up
                     half = body[: len(body) // 2]
@@ -246,7 +250,7 @@ class FileServer:
 
     def reset(self):
         self.log.clear()
-        self.fail, self.mode, self.ranges = 0, "500", True
+        self.fail, self.mode, self.ranges, self.lengths = 0, "500", True, True
         self.release.clear()
 
     def close(self):

@@ -171,3 +171,22 @@ def test_id_outside_the_wildcard_pattern_is_a_clear_startup_error(tmp_path, kind
             call()
         msg = str(e.value)
         assert str(m) in msg and f"{kind}[1]" in msg and repr(bad_id) in msg and pipeline.ID_PATTERN in msg, msg
+
+
+def test_shared_nested_caption_is_a_reject_with_a_short_message():
+    """A YAML alias bomb as a caption: 2**60 shared leaves. A full repr() would never finish."""
+    bomb: list = [1, 2]
+    for _ in range(60):
+        bomb = [bomb, bomb]
+    texts, bad = ingest.text_fields({"caption": bomb}, ("caption",), "video 'v1'")
+    assert texts == {"caption": None} and len(bad) == 1 and len(bad[0]) < 200
+    assert bad[0].startswith("bad field: video 'v1' key 'caption' must be text, got a list")
+
+
+@pytest.mark.parametrize("module,key", [(ingest, "timeout_seconds"), (products, "min_component_frac")])
+def test_huge_integer_params_are_params_errors_not_overflow(module, key):
+    stage = module.__name__.rsplit(".", 1)[1]
+    try:
+        module.validate_params({stage: {key: 10**400}})
+    except ValueError as e:
+        assert f"{stage}.{key}" in str(e)

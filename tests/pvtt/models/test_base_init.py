@@ -9,14 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from diffsynth.models.wan_video_dit import WanModel
 from diffsynth.pipelines.wan_video import model_fn_wan_video
+from safetensors.torch import save_file
 
+from genbuild.weights import MissingWeightsError
 from pvtt.models.base import init_from_base, load_base_state
 from pvtt.models.dit import PRESETS, build_dit
-from genbuild.weights import MissingWeightsError
 
 C = 48  # space-to-depth codec channels (3 x 4 x 4)
 

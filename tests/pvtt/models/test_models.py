@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
+from genbuild.train.flow import flow_matching_loss, sample, sample_sigmas, sigma_schedule
+from genbuild.train.methods.dmd2 import DMD2, DMDConfig
+from genbuild.weights import MissingWeightsError
 from pvtt.deploy.engine import OnnxDenoiser, export_onnx
 from pvtt.models.bundle import components_from_params, load_bundle, new_bundle
 from pvtt.models.codec import SpaceToDepthCodec, build_codec
+from pvtt.models.conditions import Conditions
 from pvtt.models.dit import PVTTDiT, build_dit, real_rope
 from pvtt.models.encoders import HashedTextEncoder, TinyImageEncoder, reference_to_tensor
-from pvtt.models.conditions import Conditions
-from genbuild.weights import MissingWeightsError
-from genbuild.train.methods.dmd2 import DMD2, DMDConfig
-from genbuild.train.flow import flow_matching_loss, sample, sample_sigmas, sigma_schedule
 
 B, C, F, H, W = 2, 48, 4, 8, 12
 
