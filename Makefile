@@ -21,7 +21,7 @@ test: setup
 	python -m pytest -q
 
 test-fast: setup
-	python -m pytest -q -m "not e2e"
+	python -m pytest -q -m "not e2e and not slow"
 
 # What pre-commit runs (.pre-commit-config.yaml): ruff (lint + import order), snakefmt, snakemake --lint,
 # and dvc.yaml against the workflow tables.
@@ -53,6 +53,27 @@ dvc-yaml: setup
 
 clean:
 	rm -rf work artifacts .snakemake
+
+# Chaos: the ci DAG built clean, then again while random jobs (and sometimes Snakemake) are SIGKILLed,
+# resumed each time by Snakemake's own recovery; artifacts must be byte-identical, `dvc status` clean,
+# no item lost. CHAOS_SEED, CHAOS_KILLS, CHAOS_KINDS: see tests_chaos/chaos.py. Last line kills=... lost=...
+.PHONY: test-chaos
+test-chaos: setup
+	python tests_chaos/chaos.py
+
+# GPU check: every GPU measurement in one script (pvtt/bench/gpu_check.py): a 1.3B teacher step eager /
+# compiled / ZeRO-2, a DMD2 step, the Wan VAE, every real backend at tiny width. TINY=1: the same code at
+# tiny width (CPU, the test suite runs it). Writes $(GPU_CHECK_OUT)/gpu_check.json and table.md; last line
+# teacher_step_s=... mfu=... On the GPU machine (no .venv, no network): carry work/gpu_wheels (made here by
+# `make gpu-check-wheels`), pip install them with --target /tmp/site, then PYTHONPATH=/tmp/site make gpu-check.
+GPU_CHECK_OUT ?= work/gpu_check
+GPU_PYTHON := $(if $(wildcard $(VENV)/bin/python),python,python3)
+.PHONY: gpu-check gpu-check-wheels
+gpu-check: $(if $(wildcard $(VENV)/bin/python),setup)
+	$(GPU_PYTHON) -m pvtt.bench.gpu_check $(if $(TINY),--tiny) --out $(GPU_CHECK_OUT)
+
+gpu-check-wheels: setup
+	bash envs/gpu_wheels.sh work/gpu_wheels
 
 # SLURM: the ci preset up to the teacher through `--profile slurm` on a throw-away single-node
 # cluster (root; installs slurm-wlm + munge with apt-get if missing). See README "SLURM".

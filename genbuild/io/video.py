@@ -78,9 +78,25 @@ def run_tool(cmd: list[str], path, what: str, kind: str = "stream", **kw) -> sub
     expiry kills it and raises MediaError naming ``path`` and the params key."""
     timeout = LIMITS[kind]
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
+        res = subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
     except subprocess.TimeoutExpired:
         raise MediaTimeout(f"{path}: {what} timed out after {timeout:g} s (params video.timeouts.{kind})") from None
+    res.stderr = _scrubbed(res.stderr, path)
+    return res
+
+
+def _scrubbed(stderr: str | bytes, path) -> str | bytes:
+    """ffmpeg's messages name the ``file:`` URLs it was given; put back the path as the caller gave it
+    and make paths under the working directory relative, so that reject reasons (which land in
+    artifacts) do not depend on where the checkout is."""
+    pairs = [(ffmpeg_url(path), str(path)), ("file:" + os.getcwd() + os.sep, "")]
+    if isinstance(stderr, bytes):
+        for old, new in pairs:
+            stderr = stderr.replace(old.encode(), new.encode())
+        return stderr
+    for old, new in pairs:
+        stderr = stderr.replace(old, new)
+    return stderr
 
 
 INPUT_GUARD = ["-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_FORMATS)]

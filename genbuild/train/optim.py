@@ -10,8 +10,9 @@ once:
   optimiser steps;
 - DeepSpeed ZeRO (``genbuild.train.zero``): the engine weights the micro-batches (1/accum, mean
   over ranks), clips (its config's ``gradient_clipping``) and steps at the accumulation boundary;
-- bf16: autocast around the forward pass (weights and optimiser state stay fp32); under
-  DeepSpeed its own bf16 setting applies instead.
+- bf16: autocast around the forward pass (weights and optimiser state stay fp32), under
+  DeepSpeed too: its own bf16 mode would cast the weights to bf16 while the batches stay fp32
+  (a dtype mismatch in the first matmul), so genbuild.train.zero leaves it off.
 """
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ class Updater:
         self.optimizer.zero_grad(set_to_none=True)
 
     def autocast(self):
-        """The forward pass's precision context (bf16 autocast when asked and DeepSpeed is not in charge)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16 and self.engine is None)
+        """The forward pass's precision context: bf16 autocast when asked (with or without DeepSpeed)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def backward(self, loss: torch.Tensor, share: float | None = None) -> torch.Tensor:
         """Backpropagate ``loss``; returns what it contributes to the logged loss (detached).

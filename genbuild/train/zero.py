@@ -29,7 +29,7 @@ from genbuild.io.atomic import write_text
 log = logging.getLogger(__name__)
 
 
-def load_config(path: str | Path, batch: int, accum: int, world: int, bf16: bool) -> dict:
+def load_config(path: str | Path, batch: int, accum: int, world: int) -> dict:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"teacher.deepspeed: config '{p}' does not exist (see configs/deepspeed/)")
@@ -38,7 +38,9 @@ def load_config(path: str | Path, batch: int, accum: int, world: int, bf16: bool
         raise ValueError(f"teacher.batch_size {batch} does not split over {world} DeepSpeed ranks")
     cfg.update(train_micro_batch_size_per_gpu=batch // world, gradient_accumulation_steps=accum,
                train_batch_size=batch * accum, gradient_clipping=1.0)
-    cfg["bf16"] = {"enabled": bool(bf16)}
+    # fp32 master weights; ``bf16`` is applied by the Updater's autocast around the forward (as
+    # without DeepSpeed), not by DeepSpeed's bf16 mode, which casts the weights but not the batches.
+    cfg["bf16"] = {"enabled": False}
     cfg.pop("optimizer", None)  # the loop's AdamW, whose lr it schedules
     cfg.pop("scheduler", None)
     return cfg

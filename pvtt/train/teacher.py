@@ -165,7 +165,7 @@ def _trainer(params: dict, model, bundle, val, g: torch.Generator, fp: str, chec
     every = int(tp.get("eval_every", 0))
     evaluator = PeriodicEval(val, bundle.codec, int(tp.get("eval_items", 2)), int(tp.get("eval_steps", 10)),
                              float(tp["shift"]), float(tp.get("eval_cfg", 3.0))) if rank == 0 and every else None
-    ds = zero.load_config(tp["deepspeed"], batch, accum, world, tp.get("precision", "fp32") == "bf16") \
+    ds = zero.load_config(tp["deepspeed"], batch, accum, world) \
         if tp.get("deepspeed") else None
     live = None
     if live_dir is not None:

@@ -168,3 +168,13 @@ def test_no_subprocess_without_a_time_limit():
                 if not any(k.arg == "timeout" for k in node.keywords):
                     missing.append(f"{f.relative_to(root)}:{node.lineno}")
     assert not missing, f"subprocess calls without a timeout: {missing}"
+
+
+def test_error_text_names_the_path_as_given_not_the_file_url(tmp_path, monkeypatch):
+    """Reject reasons land in artifacts: they must not depend on where the checkout is."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.mp4").write_bytes(bytes(range(256)) * 20)
+    for given in ("bad.mp4", tmp_path / "bad.mp4"):
+        with pytest.raises(V.MediaError) as e:
+            V.probe(given)
+        assert "file:" not in str(e.value) and str(e.value).startswith(f"{given}: not a readable video ({given}:")

@@ -30,6 +30,8 @@ import torch  # noqa: E402
 
 from genbuild.metrics import learned as Q  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(2)
 
 REF = np.full((64, 64, 3), 255, np.uint8)

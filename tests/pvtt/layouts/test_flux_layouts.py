@@ -29,6 +29,8 @@ from test_backgrounds_vace import write_tokenizer  # noqa: E402
 
 from pvtt.data.backends import BackendError  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(2)
 
 DIT = dict(hidden=64, heads=2, depth=1, depth_single=1, vec_in_dim=768, context_in_dim=32)

@@ -34,7 +34,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
-pytestmark = pytest.mark.filterwarnings("ignore:cannot import name '_C':UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:cannot import name '_C':UserWarning")]
 
 
 def _placed(loaded: dict, fixture: dict) -> list[str]:

@@ -24,6 +24,8 @@ pytest.importorskip("onnxruntime")
 
 from pvtt.data import products as P  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(2)
 
 U2NET_FAMILY = {"u2net", "u2netp", "u2net_human_seg", "silueta"}     # 320 px, 7 sigmoid outputs

@@ -26,6 +26,8 @@ from pvtt.data.backends import BackendError  # noqa: E402
 from pvtt.models.base import init_from_base, load_base_state  # noqa: E402
 from pvtt.models.dit import PRESETS, build_dit  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(2)
 
 # The tiny preset's DiT (pvtt.models.dit.PRESETS["tiny"]) over Wan2.1's 16 latent channels.
