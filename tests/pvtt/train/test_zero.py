@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from test_checkpoint import ROOT, _env, make_tiny_latents, teacher_params
 
 ZERO2 = str(ROOT / "configs/deepspeed/zero2.json")
+pytestmark = pytest.mark.slow        # DeepSpeed under torchrun, several full runs: make test, not test-fast
 
 
 def _launch(work, params: dict, nproc: int, name: str, ck=None):
