@@ -91,3 +91,41 @@ def dvc_ran_stages(output: str) -> list[str]:
 def dvc_changed_stages(status_output: str) -> list[str]:
     """Stage names that `dvc status` reports (lines 'name:' at column 0)."""
     return [line[:-1] for line in status_output.splitlines() if re.match(r"^[A-Za-z0-9_]+:$", line)]
+
+
+# ----------------------------------------------------------------------------- processes (/proc)
+# What the crash and chaos tests need to find and kill a build's jobs.
+
+def proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """(ppid, state, start time) of ``pid``, or None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def children() -> dict[int, list[int]]:
+    """ppid -> the live (non-zombie) processes it started."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit() and (st := proc_stat(int(d))) is not None and st[1] != "Z":
+            kids.setdefault(st[0], []).append(int(d))
+    return kids
+
+
+def descendants(pid: int, kids: dict[int, list[int]] | None = None) -> list[int]:
+    """Every process below ``pid`` (``kids``: a children() snapshot to reuse)."""
+    kids, out, todo = kids or children(), [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""

@@ -85,7 +85,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]  # the e2e helpers (not a package)
 
-from e2e_helpers import dvc_changed_stages, env, make_repo, run  # noqa: E402
+from e2e_helpers import children, cmdline, descendants, dvc_changed_stages, env, make_repo, proc_stat, run  # noqa: E402
 from test_e2e import _bad_inputs, _digest  # noqa: E402  (the e2e build's bad inputs and artifact digest)
 
 SIDE_DIRS = ("work/logs", "work/benchmarks", "work/checkpoints", "work/dvclive")  # not outputs: never compared
@@ -110,39 +110,6 @@ class CheckFailed(Exception):
 
 # --- processes ----------------------------------------------------------------------------------------
 
-def _stat(pid: int) -> tuple[int, str, int] | None:
-    """(ppid, state, start time) of ``pid``, or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[1]), fields[0], int(fields[19])
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit() and (st := _stat(int(d))) is not None and st[1] != "Z":
-            kids.setdefault(st[0], []).append(int(d))
-    return kids
-
-
-def descendants(pid: int, kids: dict[int, list[int]] | None = None) -> list[int]:
-    kids, out, todo = kids or _children(), [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 def rss_kb(pid: int) -> int:
     try:
         m = re.search(r"^VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)
@@ -166,11 +133,11 @@ class Proc:
 
     @classmethod
     def of(cls, pid: int) -> Proc | None:
-        st = _stat(pid)
+        st = proc_stat(pid)
         return None if st is None else cls(pid, st[2], cmdline(pid))
 
     def alive(self) -> bool:
-        st = _stat(self.pid)
+        st = proc_stat(self.pid)
         return st is not None and st[2] == self.start and st[1] != "Z"
 
 
@@ -181,7 +148,7 @@ def _open(pid: int, allowed_parents: set[int]) -> int | None:
         fd = os.pidfd_open(pid)
     except OSError:
         return None
-    st = _stat(pid)
+    st = proc_stat(pid)
     if st is None or st[1] == "Z" or st[0] not in allowed_parents:
         os.close(fd)
         return None
@@ -239,7 +206,7 @@ def kill_one(pid: int, allowed_parents: set[int]) -> bool:
 
 def running_jobs(snake: int) -> dict[int, str]:
     """The job processes Snakemake runs now: its children (each a shell running one rule's command)."""
-    return {p: job_label(p) for p in _children().get(snake, []) if cmdline(p)}
+    return {p: job_label(p) for p in children().get(snake, []) if cmdline(p)}
 
 
 # --- one Snakemake run, maybe with a kill -------------------------------------------------------------
@@ -314,7 +281,7 @@ def chaos_round(repo: Path, cores: int, log: Path, n: int, delay: float | None, 
                 if kind == "job":
                     r.killed = kill_tree(pid, proc.pid)
                 else:
-                    kids = _children()
+                    kids = children()
                     tree = [pid, *descendants(pid, kids)]
                     victim = max(tree, key=rss_kb) if kind == "oom" else pid
                     parents = {proc.pid, *tree}

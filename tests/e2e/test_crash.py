@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from e2e_helpers import dvc_changed_stages, env, make_repo, run
+from e2e_helpers import cmdline, descendants, dvc_changed_stages, env, make_repo, run
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.e2e
@@ -36,37 +36,6 @@ OVERLAY = {"pvtt": {"teacher": {"checkpoint_every": 10},
                                        "phase3": {"iterations": 30}},
                     "distill": {"student_16": {"iterations": 4}}}}
 NOT_ARTIFACTS = ("work/logs", "work/benchmarks", "work/checkpoints")
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(d))
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (only processes this test started)."""
-    kids, out, todo = _children(), [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
