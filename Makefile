@@ -13,9 +13,12 @@ $(STAMP): pyproject.toml envs/requirements-nodeps.txt envs/constraints.txt envs/
 
 setup: $(STAMP)
 
+# PIPELINE=pvtt or PIPELINE=avgen builds one pipeline alone (default: both).
+PIPELINE ?=
 run: setup
-	snakemake --cores $(CORES) --profile profiles/local
-	@echo "Report: $(CURDIR)/artifacts/eval/report.html"
+	snakemake --cores $(CORES) --profile profiles/local $(if $(PIPELINE),all_$(PIPELINE))
+	@$(if $(filter avgen,$(PIPELINE)),,echo "PVTT report: $(CURDIR)/artifacts/eval/report.html")
+	@$(if $(filter pvtt,$(PIPELINE)),,echo "AVGen report: $(CURDIR)/artifacts/avgen_eval/report.html")
 
 test: setup
 	python -m pytest -q
@@ -33,6 +36,7 @@ lint: setup
 
 bench-dag: setup
 	python -m pvtt.bench.dag
+	python -m avgen.bench.dag
 
 # Data stages: shots + clips vs a bare ffmpeg decode+encode of the same videos; last line ratio=<stages/bare>.
 bench-data: setup

@@ -10,14 +10,29 @@ configfile: "params.yaml"
 
 include: "rules/common.smk"
 include: "rules/pvtt/pvtt.smk"
+include: "rules/avgen/avgen.smk"
 
 
 rule all:
     default_target: True
     input:
         PVTT_TARGETS,
+        AVGEN_TARGETS,
+
+
+# One pipeline alone: `snakemake all_pvtt` / `snakemake all_avgen` (`make run PIPELINE=avgen`).
+rule all_pvtt:
+    input:
+        PVTT_TARGETS,
+
+
+rule all_avgen:
+    input:
+        AVGEN_TARGETS,
 
 
 onsuccess:
     if Path(A, "eval", "report.html").exists():
         print(f"PVTT build complete. Report: {Path(A, 'eval', 'report.html').resolve()}")
+    if Path(A, "avgen_eval", "report.html").exists():
+        print(f"AVGen build complete. Report: {Path(A, 'avgen_eval', 'report.html').resolve()}")

@@ -8,18 +8,13 @@ shards, never with pairs: 6 per video + 1 per product + 2 per shard + fixed ones
 """
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
-from genbuild.params import ROOT, deep_merge
+from genbuild.dagbench import copy_workflow, dry_run, sample_others
 from genbuild.workflow import namespace
 from pvtt.pipeline import job_count_formula, num_shards
 
@@ -27,11 +22,8 @@ CATEGORIES = ["watch", "bottle", "bag", "box"]
 
 
 def make_full_scale_copy(dest: Path) -> dict:
-    for d in ("genbuild", "pvtt", "rules", "scripts", "schemas", "configs"):
-        shutil.copytree(ROOT / d, dest / d, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(ROOT / "Snakefile", dest / "Snakefile")
-    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                        yaml.safe_load((ROOT / "configs" / "full.yaml").read_text()))
+    params = copy_workflow(dest)
+    sample_others(params, "pvtt")
     pv = params["pvtt"]
     n_videos, n_products, views = (pv["sample"][k] for k in ("n_videos", "n_products", "views_per_product"))
     data = dest / "data"
@@ -51,7 +43,6 @@ def make_full_scale_copy(dest: Path) -> dict:
                          "caption": f"product {j}", "views": vs})
     (data / "manifest.yaml").write_text(yaml.safe_dump({"videos": videos, "products": products}))
     pv["data"] = {"source": "manifest", "manifest": "data/manifest.yaml"}
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 
 
@@ -62,17 +53,11 @@ def main() -> int:
         pv = namespace(params, "pvtt")
         n_v, n_p = pv["sample"]["n_videos"], pv["sample"]["n_products"]
         shards = num_shards(pv, n_v)
-        snakemake = Path(sys.executable).with_name("snakemake")
-        t0 = time.perf_counter()
-        res = subprocess.run([str(snakemake), "-n", "--cores", "all", "--quiet", "rules"], cwd=dest,
-                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(dest)})
-        seconds = time.perf_counter() - t0
-        out = res.stdout + res.stderr
-        if res.returncode != 0:
-            print(out[-3000:], file=sys.stderr)
+        try:
+            jobs, seconds, _ = dry_run(dest, params, "all_pvtt")
+        except RuntimeError as e:
+            print(e, file=sys.stderr)
             return 1
-        m = re.search(r"^total\s+(\d+)", out, re.M)
-        jobs = int(m.group(1)) if m else -1
         expected = job_count_formula(n_v, n_p, shards, sample=False)
         print(f"full scale: {n_v} videos, {n_p} products, {shards} pair shards "
               f"(~{int(n_v * pv['pairs']['expected_clips_per_video'] * pv['pairs']['products_per_clip'])} pairs); "

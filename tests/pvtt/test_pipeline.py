@@ -24,6 +24,7 @@ def test_dvc_yaml_is_generated_from_the_rules():
 def test_dvc_stages_cover_the_milestones_with_the_rules_params():
     config = P.load()
     dvc = build(config)
+    dvc["stages"] = {k: v for k, v in dvc["stages"].items() if k in MILESTONES}  # PVTT's (AVGen's are avgen_*)
     assert list(dvc["stages"]) == ["dataset", "latents", "teacher_phase1", "teacher_phase2", "teacher", "student_16",
                                    "student_8", "student_4", "engine", "eval"]
     assert dvc["stages"]["teacher"]["deps"][:3] == ["artifacts/dataset", "artifacts/latents", "artifacts/teacher_phase2"]  # chained

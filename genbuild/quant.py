@@ -1,0 +1,82 @@
+"""Weight-only INT8: every ``nn.Linear`` of a model stored as int8 with one fp32 scale per output row.
+
+Why weight-only, per channel, symmetric: it is the quantisation that needs no calibration data and
+keeps a transformer's quality (the activations stay in their dtype; the weights' rounding error is
+at most half a step of their own row's range), and it is what torchao calls ``int8_weight_only``.
+Storage and weight memory drop four-fold from fp32; the matmul dequantises the weight to the
+activation's dtype, so speed on CPU is the fp32 model's (an INT8 GEMM kernel is a backend
+choice on GPU, not a format change). The format is a plain state dict (``<name>.qweight`` int8,
+``<name>.scale`` fp32), saved as safetensors; ``quantize`` converts a model in place and
+``load_quantized`` rebuilds one from its fp32 architecture.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+QMAX = 127
+
+
+class Int8Linear(nn.Module):
+    """A Linear whose weight is int8 ``qweight`` (out, in) times ``scale`` (out,)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32))
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear) -> Int8Linear:
+        q = cls(lin.in_features, lin.out_features, lin.bias is not None)
+        w = lin.weight.detach().float()
+        scale = w.abs().amax(dim=1).clamp_min(1e-12) / QMAX
+        q.qweight.copy_(torch.round(w / scale[:, None]).clamp(-QMAX, QMAX).to(torch.int8))
+        q.scale.copy_(scale)
+        if lin.bias is not None:
+            q.bias.data.copy_(lin.bias.detach().float())
+        return q.to(lin.weight.device)
+
+    def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return (self.qweight.to(dtype) * self.scale.to(dtype)[:, None])
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantised weight, for code that reads ``.weight`` (its dtype, its shape) as of a Linear."""
+        return self.dequantized()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantized(x.dtype), bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+
+
+def _linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+    return [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+            if isinstance(child, nn.Linear)]
+
+
+def quantize(model: nn.Module) -> list[str]:
+    """Replace every nn.Linear by an Int8Linear, in place; returns their qualified names."""
+    names = {id(m): n for n, m in model.named_modules()}
+    done = []
+    for parent, name, lin in _linears(model):
+        setattr(parent, name, Int8Linear.from_linear(lin))
+        done.append(f"{names[id(parent)]}.{name}".lstrip("."))
+    return sorted(done)
+
+
+def load_quantized(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """``model`` (the fp32 architecture) with its Linears made Int8Linear and ``state`` loaded strictly."""
+    quantize(model)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer: what the model holds in memory and on disk."""
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
