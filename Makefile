@@ -47,6 +47,12 @@ bench-train: setup
 	snakemake --cores $(CORES) --profile profiles/local artifacts/latents
 	python -m pvtt.bench.train
 
+# AVGen seconds per sample (prompt -> mp4 frames + audio) of stage 3 and INT8; last line seconds_per_sample=<s>.
+.PHONY: bench-avgen
+bench-avgen: setup
+	snakemake --cores $(CORES) --profile profiles/local artifacts/avgen_int8
+	python -m avgen.bench.sample
+
 # Optional: Optuna search over the teacher's lr/batch/accumulation/warm-up on the sample's latents.
 hpo: setup
 	snakemake --cores $(CORES) --profile profiles/local work/hpo
@@ -63,9 +69,10 @@ clean:
 # no item lost. CHAOS_SEED, CHAOS_KILLS, CHAOS_KINDS: see tests_chaos/chaos.py. Last line kills=... lost=...
 .PHONY: test-chaos
 test-chaos: setup
-	python tests_chaos/chaos.py
+	CHAOS_TARGET="$${CHAOS_TARGET:-all_pvtt}" python tests_chaos/chaos.py
 
-# GPU check: every GPU measurement in one script (pvtt/bench/gpu_check.py): a 1.3B teacher step eager /
+# GPU check: every GPU measurement in one script per pipeline (pvtt/bench/gpu_check.py, avgen/bench/gpu_check.py: the 3.8B
+# preset's training step and seconds per sample): a 1.3B teacher step eager /
 # compiled / ZeRO-2, a DMD2 step, the Wan VAE, every real backend at tiny width. TINY=1: the same code at
 # tiny width (CPU, the test suite runs it). Writes $(GPU_CHECK_OUT)/gpu_check.json and table.md; last line
 # teacher_step_s=... mfu=... On the GPU machine (no .venv, no network): carry work/gpu_wheels (made here by
@@ -75,6 +82,7 @@ GPU_PYTHON := $(if $(wildcard $(VENV)/bin/python),python,python3)
 .PHONY: gpu-check gpu-check-wheels
 gpu-check: $(if $(wildcard $(VENV)/bin/python),setup)
 	$(GPU_PYTHON) -m pvtt.bench.gpu_check $(if $(TINY),--tiny) --out $(GPU_CHECK_OUT)
+	$(GPU_PYTHON) -m avgen.bench.gpu_check $(if $(TINY),--tiny) --out $(GPU_CHECK_OUT)
 
 gpu-check-wheels: setup
 	bash envs/gpu_wheels.sh work/gpu_wheels

@@ -14,6 +14,7 @@
 #   grounded_sam2                sam2 (sdist, built without its CUDA extension), hydra-core, omegaconf,
 #                                antlr4-python3-runtime, iopath
 #   metrics                      open_clip_torch, lpips, pyiqa (MUSIQ)
+#   AVGen (avgen.bench.gpu_check) diffusers (ModelMixin classes, AutoencoderKL, the flow-matching scheduler)
 #   the project                  pvtt, genbuild: the working tree travels anyway
 # Not carried: transformers 5.25 / tokenizers 0.23.3 (pinned here): 5.25 needs huggingface-hub >= 2.4 and its
 # new HTTP stack, ~20 MiB more; the check runs the image's transformers and reports its version. TensorRT:
@@ -27,7 +28,7 @@ PY=.venv/bin/python
 
 WHEELS=(diffsynth modelscope modelscope-hub cryptography cffi ftfy wcwidth
         hjson pydantic pydantic-core annotated-types typing-inspection
-        hydra-core omegaconf open_clip_torch lpips pyiqa)
+        hydra-core omegaconf open_clip_torch lpips pyiqa diffusers)
 SDISTS=(deepspeed sam2 antlr4-python3-runtime iopath)   # no wheel of these versions: built here, pure Python
 
 pins() {  # NAME==VERSION as installed in .venv

@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPY_DIRS = ["genbuild", "pvtt", "rules", "scripts", "schemas", "configs", "profiles", "envs", ".dvc"]
+COPY_DIRS = ["genbuild", "pvtt", "avgen", "rules", "scripts", "schemas", "configs", "profiles", "envs", ".dvc"]
 COPY_FILES = ["Snakefile", "params.yaml", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
 
 
@@ -61,6 +61,26 @@ def make_repo(dest: Path, overlay: dict | None = None, preset: str = "ci") -> Pa
     run(["git", "commit", "-qm", "test copy"], dest)
     run(["dvc", "remote", "modify", "--local", "storage", "url", str(dest.parent / f"{dest.name}-remote")], dest)
     return dest
+
+
+def bad_inputs(root: Path) -> Path:
+    """PVTT inputs every stage must reject with a reason (a corrupt and an empty video, a non-image product view)."""
+    d = root / "bad_inputs"
+    d.mkdir()
+    (d / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "not_an_image.png").write_text("this is not an image\n")
+    (d / "manifest.yaml").write_text(
+        "videos:\n"
+        "  - {id: bad_corrupt, path: corrupt.mp4, category: bottle, caption: a corrupt upload}\n"
+        "  - {id: bad_empty, path: empty.mp4, category: box, caption: a zero-byte upload}\n"
+        "products:\n"
+        "  - id: bad_product\n"
+        "    category: bag\n"
+        "    name: broken bag\n"
+        "    caption: a product whose image is not an image\n"
+        "    views: [{view: view0, path: not_an_image.png}]\n")
+    return d / "manifest.yaml"
 
 
 def write_params(repo: Path, params: dict) -> None:

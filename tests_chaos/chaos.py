@@ -85,8 +85,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]  # the e2e helpers (not a package)
 
-from e2e_helpers import children, cmdline, descendants, dvc_changed_stages, env, make_repo, proc_stat, run  # noqa: E402
-from test_e2e import _bad_inputs, _digest  # noqa: E402  (the e2e build's bad inputs and artifact digest)
+from e2e_helpers import (  # noqa: E402
+    bad_inputs,
+    children,
+    cmdline,
+    descendants,
+    dvc_changed_stages,
+    env,
+    make_repo,
+    proc_stat,
+    run,
+)
+from test_e2e import _digest  # noqa: E402  (the artifact digest)
 
 SIDE_DIRS = ("work/logs", "work/benchmarks", "work/checkpoints", "work/dvclive")  # not outputs: never compared
 # Written by a rule next to its declared outputs, in the same atomic rename, and read by a later stage
@@ -519,7 +529,7 @@ def _run(base: Path, args, kinds: list[str], rng: random.Random, seed: int, t_al
     # comparison is about what the kills do, not about where the checkout lies (checked apart: path_leaks).
     chaos, clean, pristine = base / "repo", base / "clean", base / "pristine"
     chaos.mkdir()
-    manifest = _bad_inputs(chaos)
+    manifest = bad_inputs(chaos)
     make_repo(chaos, overlay={"pvtt": {**OVERLAY["pvtt"], "data": {"manifest": str(manifest.relative_to(chaos))}}})
     shutil.copytree(chaos, pristine, symlinks=True)  # the same tree for both (others may be editing the checkout meanwhile)
     bad = bad_input_ids(manifest)

@@ -94,7 +94,9 @@ def _cut(src: Path, dst: Path, segment: tuple[float, float] | None) -> None:
 
 
 def ingest_row(line: int, row: dict, manifest: Path, cfg: dict, out: Path, rejects: Rejects) -> dict | None:
-    """One manifest row -> an item dict, or None after recording the reject."""
+    """One manifest row -> an item dict, or None after recording the reject (and removing a partial file)."""
+    from avgen.data.probe import probe_av
+
     cid = (row.get("id") or "").strip()
     where = f"{manifest.name} line {line} (id {cid!r})"
     if not ID_RE.match(cid):
@@ -106,6 +108,7 @@ def ingest_row(line: int, row: dict, manifest: Path, cfg: dict, out: Path, rejec
         try:
             dst = out / f"{cid}.mp4"
             _cut(Path(src), dst, segment)
+            probe_av(dst)  # readable by ffprobe, with a video stream (quality is the filter's to judge)
         finally:
             if fetched is not None:
                 fetched.release(remove=not cfg["keep_downloads"])
@@ -113,6 +116,7 @@ def ingest_row(line: int, row: dict, manifest: Path, cfg: dict, out: Path, rejec
         rejects.add(cid, f"{e.kind}: {e}")
         return None
     except (MediaError, ValueError, OSError) as e:
+        (out / f"{cid}.mp4").unlink(missing_ok=True)
         rejects.add(cid, f"unreadable: {e}")
         return None
     return {"id": cid, "caption": (row.get("caption") or "").strip(), "file": dst.name, "sha256": sha256_file(dst),

@@ -65,19 +65,22 @@ AUDIO_BITRATE = "96k"
 
 # Geometry in units of the frame height (the same scene renders at any size), time in seconds.
 FLOOR_Y = 0.86              # floor line
-GRAVITY = 6.5               # frame heights / s^2: a bounce of ~0.5 frame heights lasts ~0.8 s
-RADIUS = (0.05, 0.085)
-APEX = (0.3, 0.62)          # apex height above the floor (object bottom)
-RESTITUTION = (0.78, 0.92)
-REHOP = 0.35                # a bounce lower than this fraction of the apex hops back to the apex
+GRAVITY = 2.0               # frame heights / s^2 (a "lively" ball: bounces of about a second)
+RADIUS = (0.11, 0.15)       # >= 11 % of the frame height: >= 7 px of radius at the format stage's 64 x 64
+APEX = (0.2, 0.34)          # apex height above the floor (object bottom): flights of 0.89-1.17 s
+HEADROOM = 0.03             # the top of the object stays this far below the top of the frame
+RESTITUTION = (0.8, 0.9)
+MIN_FLIGHT = 0.8            # s: a bounce that would land sooner hops back up to the apex (see flights)
+FIRST_IMPACT = (0.3, 0.8)   # s: when the first impact happens (the object starts in mid-flight)
+VX = 0.06                   # horizontal speed, at most this many frame heights per second
 TONE_HZ = (300.0, 1200.0)
 TONE_AMP = 0.16
 NOISE_STD = 0.004           # ambient white noise (about -48 dBFS), SNR near 30 dB
 PEAK = 0.7                  # mixes are normalised to this peak (no clipping in good clips)
 
-PALETTE = (("red", (220, 30, 36)), ("orange", (242, 124, 14)), ("yellow", (240, 200, 10)),
-           ("green", (30, 170, 60)), ("blue", (30, 80, 220)), ("purple", (136, 44, 208)),
-           ("magenta", (218, 36, 150)), ("teal", (0, 164, 160)))
+PALETTE = (("red", (220, 30, 36)), ("orange", (196, 76, 0)), ("brown", (132, 70, 24)),
+           ("green", (20, 140, 44)), ("blue", (30, 80, 220)), ("purple", (136, 44, 208)),
+           ("magenta", (210, 30, 140)), ("teal", (0, 130, 128)))
 SHAPES = {"disc": "ball", "square": "block"}
 # floor name, floor RGB, wall RGB (muted colours; texture modulates brightness only)
 FLOORS = (("wooden", (150, 104, 64), (196, 188, 172)), ("tiled", (170, 170, 160), (150, 170, 186)),
@@ -137,8 +140,8 @@ class Body:
     colour: str
     rgb: tuple[int, int, int]
     radius: float
-    x0: float              # horizontal start, fraction of the frame width
-    vx: float              # frame widths per second (reflects at the side walls, silently)
+    x0: float              # horizontal start, fraction of the way across the centred square
+    vx: float              # frame heights per second (reflects at the square's sides, silently)
     apex: float
     restitution: float
     segments: np.ndarray   # (n, 3): start time, height, upward velocity of each flight
@@ -153,18 +156,22 @@ class Body:
         return np.maximum(0.0, h0 + v0 * dt - 0.5 * GRAVITY * dt * dt)
 
     def x(self, t: np.ndarray, aspect: float) -> np.ndarray:
-        """Centre x in frame widths: a triangle wave between the side walls."""
-        lo = self.radius / aspect
-        span = max(1e-6, 1.0 - 2 * lo)
-        u = np.mod(self.x0 - lo + self.vx * np.asarray(t, np.float64), 2 * span)
+        """Centre x in frame widths: a triangle wave between the sides of the centred square of the
+        frame (``aspect`` = width / height), so that a square centre crop (the format stage's) keeps
+        the object in view."""
+        half = 0.5 * min(1.0, 1.0 / aspect)
+        lo = 0.5 - half + self.radius / aspect
+        span = max(1e-6, 2 * (half - self.radius / aspect))
+        u = np.mod(self.x0 * span + self.vx / aspect * np.asarray(t, np.float64), 2 * span)
         return lo + np.where(u > span, 2 * span - u, u)
 
 
 def flights(h0: float, v0: float, apex: float, e: float, seconds: float) -> tuple[np.ndarray, np.ndarray]:
     """Analytic bouncing: (flight segments [t, h, v], impacts [t, speed]) up to ``seconds``.
 
-    Each impact reverses the velocity scaled by the restitution ``e``; a bounce that would not
-    reach REHOP x apex hops back up to the apex (a lively object keeps making events)."""
+    Each impact reverses the velocity scaled by the restitution ``e``; a bounce that would land
+    again sooner than MIN_FLIGHT s hops back up to the apex (a lively object keeps making events,
+    and no two impacts are closer than MIN_FLIGHT)."""
     segs, hits = [(0.0, h0, v0)], []
     t, h, v = 0.0, h0, v0
     v_apex = math.sqrt(2 * GRAVITY * apex)
@@ -176,27 +183,32 @@ def flights(h0: float, v0: float, apex: float, e: float, seconds: float) -> tupl
         speed = math.sqrt(v * v + 2 * GRAVITY * h)
         hits.append((t, speed))
         h, v = 0.0, e * speed
-        if v * v / (2 * GRAVITY) < REHOP * apex:
+        if 2 * v / GRAVITY < MIN_FLIGHT:
             v = v_apex
         segs.append((t, h, v))
     return np.asarray(segs, np.float64), np.asarray(hits, np.float64).reshape(-1, 2)
 
 
+def launch(apex: float, first_impact: float) -> tuple[float, float]:
+    """(height, upward velocity) at t = 0 of an object in a flight to ``apex`` that lands at
+    ``first_impact`` (clamped to the flight's length)."""
+    flight = 2 * math.sqrt(2 * apex / GRAVITY)
+    s = flight - min(first_impact, flight)                             # time already spent in the air
+    v_up = GRAVITY * flight / 2
+    return max(0.0, v_up * s - 0.5 * GRAVITY * s * s), v_up - GRAVITY * s
+
+
 def plan_bodies(rng: np.random.Generator, seconds: float) -> list[Body]:
-    """1-3 objects of distinct colours; the first one is the tone's source."""
-    n = int(rng.integers(1, 4))
-    colours = rng.permutation(len(PALETTE))[:n]
-    bodies = []
-    for k in range(n):
-        name, rgb = PALETTE[int(colours[k])]
-        apex = float(rng.uniform(*APEX))
-        h0 = apex * float(rng.uniform(0.3, 1.0))
-        v0 = math.sqrt(max(0.0, 2 * GRAVITY * (apex - h0))) * (1 if rng.random() < 0.5 else -1)
-        e = float(rng.uniform(*RESTITUTION))
-        segs, hits = flights(h0, v0, apex, e, seconds)
-        bodies.append(Body(str(rng.choice(list(SHAPES))), name, rgb, float(rng.uniform(*RADIUS)),
-                           float(rng.uniform(0.1, 0.9)), float(rng.uniform(-0.12, 0.12)), apex, e, segs, hits))
-    return bodies
+    """The scene's objects (one; see the module docstring), the first being the tone's source."""
+    name, rgb = PALETTE[int(rng.integers(len(PALETTE)))]
+    shape = str(rng.choice(list(SHAPES)))
+    radius = float(rng.uniform(*RADIUS))
+    apex = float(rng.uniform(APEX[0], min(APEX[1], FLOOR_Y - 2 * radius - HEADROOM)))
+    e = float(rng.uniform(*RESTITUTION))
+    h0, v0 = launch(apex, float(rng.uniform(*FIRST_IMPACT)))
+    segs, hits = flights(h0, v0, apex, e, seconds)
+    x0, vx = float(rng.uniform(0.0, 1.0)), float(rng.uniform(-VX, VX))
+    return [Body(shape, name, rgb, radius, x0, vx, apex, e, segs, hits)]
 
 
 # ----------------------------------------------------------------------------- pictures
