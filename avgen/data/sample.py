@@ -7,18 +7,33 @@ what the clip shows and, for a planted failure, the one filter reason it must be
 
 What a good clip is, and why:
 
-* 1-3 objects (discs = "balls", squares = "blocks", saturated colours) bounce under gravity on
-  a floor. The motion is solved analytically (no time step), so impact times are exact and do
-  not depend on the frame rate; each impact plays a short decaying noise burst plus a low thump
-  at that exact sample. Objects lose energy (restitution < 1) and hop back up when their bounce
-  gets small, so a clip of any length keeps having events.
+* One object (a disc = "ball" or a square = "block", in a saturated colour) bounces under
+  gravity on a floor. The motion is solved analytically (no time step), so impact times are
+  exact and do not depend on the frame rate; each impact plays a short decaying noise burst plus
+  a low thump at that exact sample. The object loses energy (restitution < 1) and hops back up
+  to its apex when a bounce would land sooner than MIN_FLIGHT, so a clip of any length keeps
+  having events.
+* The scene is built so that AV-Align (avgen.eval.av_align: audio onsets vs optical-flow peaks
+  within +-1 frame) tells the synchronous clip from the same clip with its audio delayed by 0.5 s
+  (the evaluation's check) after the format stage (64 x 64 centre crop at 8 fps), for every clip:
+  any two impacts are >= MIN_FLIGHT (0.8 s) apart and the first comes at FIRST_IMPACT (0.82-0.87 s),
+  so a delayed impact sound, and the delayed audio's own onset at 0.5 s where its silence ends,
+  land >= ~0.3 s from any impact, further than the +-125 ms window plus the flow peaks' spread
+  around an impact (a frame before to two after); the second impact comes before 1.75 s, the
+  last flow entry that can be a peak. One object, because two independent bouncers cannot keep
+  their impacts that far apart in 2 s (1-3 objects gave ~10 impacts per 2 s, and a delayed sound
+  almost always found one within +-125 ms). Big and slow: at 64 x 64 Farneback flow under-reads
+  a displacement beyond about half the object, so the ball (radius >= 7 px there) lands at
+  <= 0.8 frame heights/s (<= 6.4 px per 8-fps frame); it stays within the centred square, which
+  the crop keeps, and its colour is dark in grey (flow sees luminance only; an orange or yellow
+  ball on the light wall was all but invisible to it).
 * One object is the sound "source": a continuous sine (phase accumulated sample by sample, so
   no clicks) whose pitch follows its height, 300 Hz on the floor to 1200 Hz at the highest apex.
   A tone that moves through the spectrum is also what a reference-free SNR estimate needs
   (avgen.data.measure.snr_db): no frequency bin holds signal all the time.
 * The background (wall and textured floor) carries per-pixel grain, so the variance of the
   Laplacian is in the thousands (the sharpness filter wants > 100); it is static within a clip,
-  so PySceneDetect sees no cut; low ambient noise keeps the SNR near 30 dB.
+  so PySceneDetect sees no cut; low ambient noise keeps the SNR near 27 dB.
 
 Planted failures (ids ``avfail_<kind>``) are good clips with exactly one thing broken, each
 breaking exactly one filter (avgen.data.quality's reason key == the kind): ``blurry`` (Gaussian
@@ -65,17 +80,16 @@ AUDIO_BITRATE = "96k"
 
 # Geometry in units of the frame height (the same scene renders at any size), time in seconds.
 FLOOR_Y = 0.86              # floor line
-GRAVITY = 2.0               # frame heights / s^2 (a "lively" ball: bounces of about a second)
+GRAVITY = 1.8               # frame heights / s^2 (slow: see the module docstring)
 RADIUS = (0.11, 0.15)       # >= 11 % of the frame height: >= 7 px of radius at the format stage's 64 x 64
-APEX = (0.2, 0.34)          # apex height above the floor (object bottom): flights of 0.89-1.17 s
-HEADROOM = 0.03             # the top of the object stays this far below the top of the frame
-RESTITUTION = (0.8, 0.9)
-MIN_FLIGHT = 0.8            # s: a bounce that would land sooner hops back up to the apex (see flights)
-FIRST_IMPACT = (0.3, 0.8)   # s: when the first impact happens (the object starts in mid-flight)
+APEX = (0.15, 0.17)         # apex height above the floor (object bottom): flights of 0.82-0.87 s
+RESTITUTION = (0.93, 0.97)  # a lively ball: the bounce after the apex's lands 0.76-0.84 s later
+MIN_FLIGHT = 0.8            # s between impacts at least: a bounce that would land sooner hops back to the apex
+FIRST_IMPACT = (0.82, 0.87) # s: when the first impact happens (the object starts in mid-flight)
 VX = 0.06                   # horizontal speed, at most this many frame heights per second
 TONE_HZ = (300.0, 1200.0)
 TONE_AMP = 0.16
-NOISE_STD = 0.004           # ambient white noise (about -48 dBFS), SNR near 30 dB
+NOISE_STD = 0.003           # ambient white noise (about -50 dBFS), SNR near 27 dB
 PEAK = 0.7                  # mixes are normalised to this peak (no clipping in good clips)
 
 PALETTE = (("red", (220, 30, 36)), ("orange", (196, 76, 0)), ("brown", (132, 70, 24)),
@@ -203,7 +217,7 @@ def plan_bodies(rng: np.random.Generator, seconds: float) -> list[Body]:
     name, rgb = PALETTE[int(rng.integers(len(PALETTE)))]
     shape = str(rng.choice(list(SHAPES)))
     radius = float(rng.uniform(*RADIUS))
-    apex = float(rng.uniform(APEX[0], min(APEX[1], FLOOR_Y - 2 * radius - HEADROOM)))
+    apex = float(rng.uniform(*APEX))
     e = float(rng.uniform(*RESTITUTION))
     h0, v0 = launch(apex, float(rng.uniform(*FIRST_IMPACT)))
     segs, hits = flights(h0, v0, apex, e, seconds)
@@ -362,12 +376,12 @@ def _join(words: list[str]) -> str:
 
 
 def caption(bodies: list[Body], floor: str, kind: str) -> str:
-    """From the generator's metadata, e.g. "two red and blue balls bouncing on a wooden floor with
-    impact sounds and a rising and falling tone"."""
+    """From the generator's metadata, e.g. "an orange ball bouncing on a wooden floor with impact
+    sounds and a rising and falling tone" (several objects: "two red and blue balls ...")."""
     groups: dict[str, list[str]] = {}
     for b in bodies:
         groups.setdefault(SHAPES[b.shape], []).append(b.colour)
-    things = [f"a {cs[0]} {noun}" if len(cs) == 1 else f"{NUMBERS[len(cs)]} {_join(cs)} {noun}s"
+    things = [f"{'an' if cs[0][0] in 'aeiou' else 'a'} {cs[0]} {noun}" if len(cs) == 1 else f"{NUMBERS[len(cs)]} {_join(cs)} {noun}s"
               for noun, cs in groups.items()]
     where = "a floor" if kind == "many_cuts" else f"a {floor} floor"
     sound = "" if kind == "no_audio" else " with impact sounds and a rising and falling tone"

@@ -49,7 +49,11 @@ def _ffmpeg(cmd: list[str], path: Path, what: str) -> bytes:
 
 
 def standard_video(path: str | os.PathLike, size: int, fps: float, seconds: float) -> np.ndarray:
-    """(round(seconds * fps), size, size, 3) uint8 RGB: fps filter, shorter side to ``size``, centre crop."""
+    """(round(seconds * fps), size, size, 3) uint8 RGB: fps filter, shorter side to ``size``, centre crop.
+
+    Known offset: the fps filter rounds to the nearest source frame, so output frame i shows the
+    source at i / fps + 1/(3 fps) for 24 -> 8 fps (42 ms early against the sound); ``round=up`` would
+    take the frame at i / fps. Left as is for now: the sample's AV-Align check is tuned on it (README)."""
     path = Path(path)
     n = int(round(seconds * fps))
     vf = (f"fps={fps},scale={size}:{size}:force_original_aspect_ratio=increase:flags=area,"

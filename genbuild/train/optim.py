@@ -89,6 +89,9 @@ class Updater:
         if self.engine is not None:
             gnorm = self.engine.get_global_grad_norm()  # clipped by the config's gradient_clipping
             return float("nan") if gnorm is None else gnorm
+        for p in self.params:  # unused in this step (AVGen's unimodal batches): a zero gradient, as across
+            if p.grad is None:  # ranks and in DeepSpeed's flat partitions, so every launch updates alike
+                p.grad = torch.zeros_like(p)
         ddp.allreduce_grads(self.params)
         gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.max_norm)
         self.optimizer.step()

@@ -127,7 +127,7 @@ def test_avgen_params_rebuild_only_downstream(repo):
     write_params(repo, params)
     # (PVTT's tests before this one leave PVTT params changed: only AVGen's stages are looked at.)
     changed = {s for s in dvc_changed_stages(run(["dvc", "status"], repo).stdout) if s.startswith("avgen_")}
-    assert changed == {"avgen_stage3", "avgen_int8", "avgen_eval"}
+    assert changed == {"avgen_stage3"}  # DVC names the stage whose params changed; Snakemake reruns what follows
     dry = run(["snakemake", "-n", "--cores", "2", "all_avgen"], repo)
     assert set(snakemake_jobs(dry.stdout + dry.stderr)) - {"all_avgen"} == {"avgen_stage3", "avgen_int8", "avgen_eval"}
     params = json.loads(before)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -103,3 +104,42 @@ def test_main_cli(tmp_path):
     av_sample.main(["--out", str(tmp_path / "s"), "--params", json.dumps(p)])
     truth = json.loads((tmp_path / "s/truth.json").read_text())
     assert list(truth) == ["avfail_no_audio"] and truth["avfail_no_audio"]["kind"] == "no_audio"
+
+
+def test_scenes_keep_impacts_apart_and_objects_in_view():
+    """What lets AV-Align tell a clip from its 0.5-s-delayed audio after the 64 x 64, 8 fps format
+    (see the module docstring): one object, impacts >= MIN_FLIGHT apart, the first late enough that
+    the delayed audio's own onset at 0.5 s is far from it, the second before the last flow peak
+    (1.75 s); big, slow, dark in grey against every wall, and inside the centred square."""
+    luma = lambda rgb: 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]  # noqa: E731
+    walls = [luma(w) for _, _, w in av_sample.FLOORS]
+    t = np.linspace(0.0, 2.0, 401)
+    for index in range(60):
+        bodies = av_sample.plan_bodies(av_sample._rng(1234, 1, index), 2.0)
+        assert len(bodies) == 1
+        b = bodies[0]
+        ev = b.impacts[:, 0]
+        assert len(ev) == 2 and 0.8 <= ev[0] <= 0.9 and ev[1] - ev[0] >= av_sample.MIN_FLIGHT and ev[1] < 1.75, ev
+        assert b.radius >= 0.1 and b.impacts[:, 1].max() * 64 / 8 < 6.5          # px per 8-fps frame at 64 x 64
+        assert min(walls) - luma(b.rgb) > 50
+        x = b.x(t, 640 / 480) * 640
+        assert x.min() - b.radius * 480 >= 80 - 1e-6 and x.max() + b.radius * 480 <= 560 + 1e-6
+
+
+def test_longer_clips_keep_bouncing_with_gaps_of_min_flight():
+    segs, hits = av_sample.flights(0.0, math.sqrt(2 * av_sample.GRAVITY * 0.16), 0.16, 0.95, 20.0)
+    gaps = np.diff(hits[:, 0])
+    assert len(hits) > 20 and gaps.min() >= av_sample.MIN_FLIGHT and len(np.unique(gaps.round(6))) == 2
+
+
+def test_the_tone_follows_the_source_height():
+    """Zero crossings of the source's tone in 20 ms windows give the pitch its height asks for."""
+    b = av_sample.plan_bodies(av_sample._rng(1234, 1, 0), 2.0)[0]
+    sr, win = 16000, 320
+    x = av_sample.tone(b, sr, 2 * sr)
+    for start in range(0, len(x) - win, win):
+        seg = x[start:start + win]
+        measured = np.count_nonzero(np.signbit(seg[1:]) != np.signbit(seg[:-1])) * sr / (2 * win)
+        frac = np.clip(b.height(np.arange(start, start + win) / sr) / b.apex, 0, 1).mean()
+        expected = av_sample.TONE_HZ[0] + (av_sample.TONE_HZ[1] - av_sample.TONE_HZ[0]) * frac
+        assert abs(measured - expected) < 60, (start / sr, measured, expected)
