@@ -12,15 +12,12 @@ No torch here: the Snakefile imports it.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from genbuild import batching
 from genbuild.io.jsonio import write_json
 from genbuild.io.rejects import Rejects
-
-log = logging.getLogger(__name__)
 
 KEY = "data.videos_per_job"
 STAGES = ("raw", "shots", "clips", "masks", "maskqc", "backgrounds")  # the per-video stage directories
@@ -92,8 +89,5 @@ def run_videos(stage: str, out: str | Path, videos: list[str], build: Callable[[
         write_json(d / failed_json, failed_doc(video, f"error: {reason}"))
         rejects.write(d / "rejects.jsonl")
 
-    status = batching.build_batch(out, sorted(videos), build, failed,
-                                  fatal=(MissingWeightsError, BackendError, ParamsError, *fatal))
-    log.info("%s %s: %d videos, %d failed", stage, Path(out).name, len(status),
-             sum(v != "ok" for v in status.values()))
-    return status
+    return batching.build_batch(out, sorted(videos), build, failed,
+                                fatal=(MissingWeightsError, BackendError, ParamsError, *fatal))
