@@ -9,13 +9,24 @@ runs once per batch and writes one directory holding its items. Batch ids are fi
 
 At parse time only the number of items is needed (``count_lines`` reads a CSV manifest in binary
 chunks, about a second per GB), not the items themselves.
+
+``build_batch`` is the job side of a stage whose items keep one directory each: it builds the batch
+directory atomically, one item subdirectory after the other, and turns an item's unexpected
+exception into that item's reject (the batch goes on); only the exception types named ``fatal``
+(missing weights, invalid params: the same for every item) stop the job.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from genbuild.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 WIDTH = 4
 
@@ -61,3 +72,38 @@ def count_lines(path: str | os.PathLike, chunk: int = 1 << 24) -> int:
             n += block.count(b"\n")
             last = block[-1:]
     return n + (last != b"\n")
+
+
+def build_batch(out: str | os.PathLike, items: Sequence[str], build_item: Callable[[str, Path], object],
+                failed_item: Callable[[str, Path, str], object],
+                fatal: tuple[type[BaseException], ...] = ()) -> dict[str, str]:
+    """Build the batch directory ``out`` holding ``out/<item>/`` for every item, in one rename.
+
+    ``build_item(item, item_dir)`` writes the item's directory (its outputs and its own rejects);
+    when it raises, the partial directory is removed and ``failed_item(item, item_dir, reason)``
+    writes what the item's consumers read (a rejected status, a rejects.jsonl row naming the
+    reason), so one bad item never fails the batch. Exceptions of the ``fatal`` types (and
+    KeyboardInterrupt/SystemExit) propagate: the job fails and ``out`` is left untouched.
+    Returns {item: "ok" | reason}.
+    """
+    status: dict[str, str] = {}
+    with atomic_path(out, directory=True) as tmp:
+        for item in items:
+            d = tmp / item
+            try:
+                build_item(item, d)
+            except fatal:
+                raise
+            except Exception as e:  # noqa: BLE001 - one item's failure is that item's reject
+                reason = f"{e.__class__.__name__}: {e}"
+                log.exception("%s: failed, recorded as a reject", item)
+                if d.exists():
+                    shutil.rmtree(d)
+                d.mkdir(parents=True)
+                failed_item(item, d, reason)
+                status[item] = reason
+            else:
+                status[item] = "ok"
+    failed = sum(v != "ok" for v in status.values())
+    log.info("%s: %d items, %d failed", Path(out).name, len(status), failed)
+    return status

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from genbuild.batching import num_batches
 from genbuild.params import ParamsError
 from genbuild.workflow import Milestone, Pipeline, Rule, rule_params
 from pvtt.models.components import stand_in_error
@@ -38,15 +39,15 @@ DISTILL = ["distill.common"]
 ENCODER = ["video.crf", "video.preset", "video.threads"]
 RULES: dict[str, Rule] = {
     "sample": _r(["seed", "sample", *ENCODER], "sample", "data"),
-    "ingest": _r(["ingest"], "ingest", "data"),
-    "shots": _r(["shots"], "shots", "data"),
-    "clips": _r(["clips", *ENCODER], "clips", "data"),
+    "ingest": _r(["ingest", "data.videos_per_job"], "ingest", "data"),
+    "shots": _r(["shots", "data.videos_per_job"], "shots", "data"),
+    "clips": _r(["clips", *ENCODER, "data.videos_per_job"], "clips", "data"),
     "products": _r(["products", "ingest"], "products", "data"),
-    "index": _r([], "index", "data"),
-    "masks": _r(["masks"], "masks", "segment"),
-    "maskqc": _r(["maskqc"], "maskqc", "segment"),
-    "backgrounds": _r(["backgrounds", *ENCODER], "backgrounds", "segment"),
-    "pairs": _r(["seed", "pairs"], "pairs", "synth"),
+    "index": _r(["data.videos_per_job"], "index", "data"),
+    "masks": _r(["masks", "data.videos_per_job"], "masks", "segment"),
+    "maskqc": _r(["maskqc", "data.videos_per_job"], "maskqc", "segment"),
+    "backgrounds": _r(["backgrounds", *ENCODER, "data.videos_per_job"], "backgrounds", "segment"),
+    "pairs": _r(["seed", "pairs", "data.videos_per_job"], "pairs", "synth"),
     "synth": _r(["seed", "synth", *ENCODER], "synth", "synth"),
     "filter": _r(["filter.l1", "filter.l2", "filter.l3.vlm"], "filter", "filter"),
     "review": _r(["seed", "filter.l3"], "review", "filter"),
@@ -159,7 +160,7 @@ class Inputs:
     product_files: dict[str, list[str]] = field(default_factory=dict)
 
 
-# What the Snakefile's wildcard_constraints accept for {video} and {product} (rules/pvtt/pvtt.smk).
+# What a video or product id may be: it names directories (work/<stage>/<batch>/<video>, products/<id>).
 ID_PATTERN = "[A-Za-z0-9_-]+"
 _ID_RE = re.compile(f"^{ID_PATTERN}$")
 
@@ -237,11 +238,12 @@ def num_shards(config: dict, n_videos: int) -> int:
     return pairs_num_shards(config["pairs"], n_videos)
 
 
-def job_count_formula(n_videos: int, n_products: int, n_shards: int, sample: bool) -> int:
-    """Jobs of a full build: per video 6 (ingest, shots, clips, masks, maskqc, backgrounds), per
-    product 1, per shard 2 (synth, filter), plus fixed ones (index, pairs, review, pack, latents,
-    3 teacher phases, 3 students, engine, eval, all: 14, and sample when generated)."""
-    return 6 * n_videos + n_products + 2 * n_shards + 14 + (1 if sample else 0)
+def job_count_formula(n_videos: int, n_products: int, n_shards: int, sample: bool, videos_per_job: int = 1) -> int:
+    """Jobs of a full build: per batch of ``videos_per_job`` videos 6 (ingest, shots, clips, masks,
+    maskqc, backgrounds), per product 1, per shard 2 (synth, filter), plus fixed ones (index,
+    pairs, review, pack, latents, 3 teacher phases, 3 students, engine, eval, all: 14, and sample
+    when generated)."""
+    return 6 * num_batches(n_videos, videos_per_job) + n_products + 2 * n_shards + 14 + (1 if sample else 0)
 
 
 def pulled_artifact(config: dict, milestone: str, work_marker: str) -> bool:

@@ -447,12 +447,12 @@ def items(repo: Path) -> Counter:
     """Item counts a kill could lose: ok inputs, clips, masks, triplets, latent keys, eval items, rejects."""
     c: Counter = Counter()
     w, a = repo / "work", repo / "artifacts"
-    for f in w.glob("raw/*/info.json"):
+    for f in w.glob("raw/*/*/info.json"):          # per-video stages: work/<stage>/<batch>/<video>/
         c["videos_ok"] += json.loads(f.read_text()).get("status") == "ok"
     for f in w.glob("products/*/product.json"):
         c["products_ok"] += json.loads(f.read_text()).get("status", "ok") == "ok"
-    c["clips"] = len(list(w.glob("clips/*/*.mp4")))
-    c["masks"] = len(list(w.glob("masks/*/*.npy.gz")))
+    c["clips"] = len(list(w.glob("clips/*/*/*.mp4")))
+    c["masks"] = len(list(w.glob("masks/*/*/*.npy.gz")))
     for shard in sorted((a / "dataset/shards").glob("*.tar")):
         with tarfile.open(shard) as t:
             c["triplets"] += sum(1 for m in t.getnames() if m.endswith(".json"))

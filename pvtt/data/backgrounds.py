@@ -1,10 +1,10 @@
 """Backgrounds stage: remove the product from every kept clip.
 
-    python scripts/backgrounds.py --params '{"backgrounds": {...}, "video": {...}}' \\
-        --clips work/clips/V --masks work/masks/V --maskqc work/maskqc/V --out work/backgrounds/V
+    python scripts/backgrounds.py --params '{"backgrounds": {...}, "video": {...}}' --clips work/clips/B \\
+        --masks work/masks/B --maskqc work/maskqc/B --videos V1 V2 ... --out work/backgrounds/B
 
-writes ``OUT/<clip_id>.mp4`` (same size, frame rate and frame count as the clip),
-``OUT/backgrounds.json`` and ``OUT/rejects.jsonl``. Only clips that mask QC kept are
+writes ``OUT/<video>/<clip_id>.mp4`` (same size, frame rate and frame count as the clip),
+``OUT/<video>/backgrounds.json`` and ``OUT/<video>/rejects.jsonl``. Only clips that mask QC kept are
 processed; the others are simply absent.
 
 The removal is a backend chosen by ``backgrounds.backend``. The weight-free ``opencv``
@@ -34,6 +34,7 @@ from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.rejects import Rejects
 from genbuild.io.video import MediaError, probe, write_video
 from genbuild.registry import Registry
+from pvtt.data import vbatch
 from pvtt.data.masks import load_clip_and_masks
 
 log = logging.getLogger("pvtt.data.backgrounds")
@@ -210,10 +211,13 @@ def validate_params(params: dict) -> tuple[dict, dict]:
     return bg, video
 
 
-def run(clips_dir: str | Path, masks_dir: str | Path, maskqc_dir: str | Path, out: str | Path, params: dict) -> dict:
-    """Clean backgrounds of the clips kept by mask QC; return what backgrounds.json holds."""
+def run(clips_dir: str | Path, masks_dir: str | Path, maskqc_dir: str | Path, out: str | Path, params: dict,
+        backend: BackgroundBackend | None = None) -> dict:
+    """Clean backgrounds of the clips kept by mask QC; return what backgrounds.json holds.
+
+    ``backend``: one already made from params (a batch loads its model once)."""
     cfg, vcfg = validate_params(params)
-    backend = get_backend(cfg["backend"], cfg)
+    backend = backend or get_backend(cfg["backend"], cfg)
     clips_dir, masks_dir, maskqc_dir = Path(clips_dir), Path(masks_dir), Path(maskqc_dir)
     qc = read_json(maskqc_dir / "qc.json")
     masks_index = read_json(masks_dir / "masks.json")
@@ -259,13 +263,23 @@ def run(clips_dir: str | Path, masks_dir: str | Path, maskqc_dir: str | Path, ou
 
 def main(argv: list[str] | None = None) -> None:
     cli.setup_logging()
-    ap = cli.parser("Product-free background videos for the clips of one video kept by mask QC.")
-    ap.add_argument("--clips", required=True, help="work/clips/<video> (clips.json + clip videos)")
-    ap.add_argument("--masks", required=True, help="work/masks/<video> (masks.json + <clip>.npy.gz)")
-    ap.add_argument("--maskqc", required=True, help="work/maskqc/<video> (qc.json)")
-    ap.add_argument("--out", required=True, help="output directory work/backgrounds/<video>")
+    ap = cli.parser("Product-free background videos for the clips of one batch of videos kept by mask QC.")
+    ap.add_argument("--clips", required=True, help="the batch's clips, work/clips/<batch>")
+    ap.add_argument("--masks", required=True, help="the batch's masks, work/masks/<batch>")
+    ap.add_argument("--maskqc", required=True, help="the batch's mask QC, work/maskqc/<batch>")
+    ap.add_argument("--videos", nargs="+", help="ids of the batch's videos (without: one video, the paths are its own)")
+    ap.add_argument("--out", required=True, help="the batch's directory, work/backgrounds/<batch>")
     args = ap.parse_args(argv)
-    run(args.clips, args.masks, args.maskqc, args.out, args.params)
+    cfg, _ = validate_params(args.params)
+    backend = get_backend(cfg["backend"], cfg)  # once per batch: a real backend loads its weights once
+    if args.videos is None:
+        run(args.clips, args.masks, args.maskqc, args.out, args.params, backend=backend)
+        return
+    clips, masks, qc = Path(args.clips), Path(args.masks), Path(args.maskqc)
+    vbatch.run_videos(STAGE, args.out, args.videos,
+                      lambda v, out: run(clips / v, masks / v, qc / v, out, args.params, backend=backend),
+                      "backgrounds.json", lambda v, reason: {"video": v, "status": "rejected", "reason": reason,
+                                                             "clips": {}})
 
 
 from pvtt.data.backends import wan_vace as _wan_vace  # noqa: E402,F401  (registers "wan_vace")

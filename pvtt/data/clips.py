@@ -27,7 +27,10 @@ time base, is <= k, i.e. ``j = ceil((k + 1/2) * src_fps / fps) - 1`` (see
 :func:`raw_frame_index`, checked against ffmpeg in tests/test_clips.py), and a segment of
 ``m`` source frames yields ``round_half_up(m * fps / src_fps)`` frames.
 
-Output directory ``clips/<id>/``::
+The rule runs it once per batch of videos (``--videos``, :mod:`pvtt.data.vbatch`): ``work/clips/<batch>/``
+holds one such directory per video; a video whose build raises is that video's reject.
+
+Output directory ``clips/<batch>/<id>/``::
 
     <video>_s<shot:02d>c<k>.mp4
     clips.json     {"video", "status": "ok"|"rejected"|"skipped", "reason",
@@ -54,6 +57,7 @@ from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.rejects import Rejects
 from genbuild.io.video import MediaError, ffmpeg_bin, ffmpeg_url, input_args, mp4_video_facts, run_tool, x264_args
+from pvtt.data import vbatch
 
 log = logging.getLogger("pvtt.data.clips")
 
@@ -340,13 +344,21 @@ def run(raw: str | Path, shots_dir: str | Path, out: str | Path, params: dict, t
 
 def main(argv: list[str] | None = None) -> None:
     cli.setup_logging()
-    ap = cli.parser("Cut the shots of one video into standard clips (size, fps, 2-4 s).")
-    ap.add_argument("--raw", required=True, help="ingested video directory, e.g. work/raw/<id>")
-    ap.add_argument("--shots", required=True, help="shots directory, e.g. work/shots/<id>")
-    ap.add_argument("--out", required=True, help="output directory, e.g. work/clips/<id>")
+    ap = cli.parser("Cut the shots of one batch of videos into standard clips (size, fps, 2-4 s).")
+    ap.add_argument("--raw", required=True, help="the ingested batch, e.g. work/raw/<batch>")
+    ap.add_argument("--shots", required=True, help="the batch's shots, e.g. work/shots/<batch>")
+    ap.add_argument("--videos", nargs="+", help="ids of the batch's videos (without: one video, the paths are its own)")
+    ap.add_argument("--out", required=True, help="the batch's directory, e.g. work/clips/<batch>")
     ap.add_argument("--threads", type=int, default=1, help="decoder/filter threads (the rule's threads)")
     args = ap.parse_args(argv)
-    run(args.raw, args.shots, args.out, args.params, args.threads)
+    validate_params(args.params)
+    if args.videos is None:
+        run(args.raw, args.shots, args.out, args.params, args.threads)
+        return
+    raw, shots = Path(args.raw), Path(args.shots)
+    vbatch.run_videos(STAGE, args.out, args.videos,
+                      lambda v, out: run(raw / v, shots / v, out, args.params, args.threads), "clips.json",
+                      lambda v, reason: {"video": v, "status": "rejected", "reason": reason, "clips": []})
 
 
 if __name__ == "__main__":  # pragma: no cover

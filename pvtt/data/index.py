@@ -1,7 +1,8 @@
 """Index stage: every per-video and per-product metadata file -> one SQLite database.
 
-Reads ``<work>/raw/<v>/info.json``, ``<work>/shots/<v>/shots.json``,
-``<work>/clips/<v>/clips.json``, ``<work>/products/<p>/product.json`` and every
+Reads ``<work>/raw/<b>/<v>/info.json``, ``<work>/shots/<b>/<v>/shots.json``,
+``<work>/clips/<b>/<v>/clips.json`` (``<b>``: the video's batch, :mod:`pvtt.data.vbatch`),
+``<work>/products/<p>/product.json`` and every
 ``rejects.jsonl`` under those directories, and writes ``index.sqlite`` (built in a temporary
 file, renamed into place). File paths stored in the index are relative to ``<work>``.
 
@@ -23,6 +24,7 @@ from typing import Any
 from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, read_jsonl
+from pvtt.data import vbatch
 
 log = logging.getLogger("pvtt.data.index")
 
@@ -85,12 +87,13 @@ def _insert(conn: sqlite3.Connection, table: str, cols: tuple[str, ...], rows: I
     conn.executemany(f"INSERT INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", rows)
 
 
-def _rejects_rows(work: Path, directory: Path, owner: str) -> list[tuple]:
+def _rejects_rows(work: Path, directory: Path, owner: str, stage: str | None = None) -> list[tuple]:
     rows = []
+    stage = stage or directory.parent.name
     for f in sorted(directory.rglob("rejects.jsonl")):
         for r in read_jsonl(f):
             details = {k: v for k, v in r.items() if k not in REJECT_KEYS}
-            rows.append((str(r.get("stage") or directory.parent.name), str(r.get("item") or owner),
+            rows.append((str(r.get("stage") or stage), str(r.get("item") or owner),
                          str(r.get("reason") or ""), reason_kind(r.get("reason") or ""), owner,
                          f.relative_to(work).as_posix(), json.dumps(details, sort_keys=True)))
     return rows
@@ -106,23 +109,27 @@ def create_db(path: Path, *schemas: str) -> sqlite3.Connection:
     return conn
 
 
-def build_index(work: str | Path, videos: list[str], products_ids: list[str], out: str | Path) -> dict:
-    """Write the SQLite index of ``videos`` and ``products_ids`` under ``work`` to ``out``; return counts."""
+def build_index(work: str | Path, videos: list[str], products_ids: list[str], out: str | Path, *,
+                per_job: int) -> dict:
+    """Write the SQLite index of ``videos`` and ``products_ids`` under ``work`` to ``out``; return counts.
+
+    ``per_job``: ``data.videos_per_job``, which places each video's directories (its batch)."""
     work = Path(work)
     videos, products_ids = sorted(set(videos)), sorted(set(products_ids))
+    layout = vbatch.Layout(videos, per_job)
     with atomic_path(out) as tmp:
         conn = create_db(tmp, SCHEMA)
         try:
             for i, v in enumerate(videos):
-                info = _read(work / "raw" / v / "info.json")
-                shots = _read(work / "shots" / v / "shots.json")
-                clips_js = _read(work / "clips" / v / "clips.json")
+                info = _read(layout.dir(work, "raw", v) / "info.json")
+                shots = _read(layout.dir(work, "shots", v) / "shots.json")
+                clips_js = _read(layout.dir(work, "clips", v) / "clips.json")
                 pr = info.get("probe") or {}
                 clip_list = sorted(clips_js.get("clips") or [], key=lambda c: c["id"])
                 shot_list = sorted(shots.get("shots") or [], key=lambda s: s["index"])
                 _insert(conn, "videos", VIDEO_COLS, [(
                     v, info.get("status"), info.get("reason"), info.get("source"),
-                    f"raw/{v}/video.mp4" if info.get("status") == "ok" else None, info.get("sha256"),
+                    f"{layout.rel('raw', v)}/video.mp4" if info.get("status") == "ok" else None, info.get("sha256"),
                     info.get("category"), info.get("caption"), info.get("product_id"),
                     pr.get("width"), pr.get("height"), pr.get("fps"), pr.get("n_frames"), pr.get("duration"),
                     pr.get("codec"), shots.get("status"), len(shot_list), clips_js.get("status"), len(clip_list))])
@@ -132,17 +139,17 @@ def build_index(work: str | Path, videos: list[str], products_ids: list[str], ou
                 rows = []
                 for c in clip_list:
                     crop = list(c.get("crop") or [None] * 4)
-                    rows.append((c["id"], c.get("video", v), c.get("shot"), f"clips/{v}/{c['path']}",
+                    rows.append((c["id"], c.get("video", v), c.get("shot"), f"{layout.rel('clips', v)}/{c['path']}",
                                  c.get("n_frames"), c.get("fps"), c.get("width"), c.get("height"), c.get("duration"),
                                  c.get("src_start_frame"), c.get("src_n_frames"), c.get("src_start_time"),
                                  c.get("src_fps"), c.get("src_fps_exact"), c.get("src_width"), c.get("src_height"),
                                  *crop))
                 _insert(conn, "clips", CLIP_COLS, rows)
                 for stage_dir in ("raw", "shots", "clips"):
-                    d = work / stage_dir / v
+                    d = layout.dir(work, stage_dir, v)
                     if d.is_dir():
                         _insert(conn, "rejects", ("stage", "item", "reason", "kind", "owner", "file", "details"),
-                                _rejects_rows(work, d, v))
+                                _rejects_rows(work, d, v, stage_dir))
                 if (i + 1) % 100 == 0 or i + 1 == len(videos):
                     log.info("indexed %d/%d videos", i + 1, len(videos))
             for p in products_ids:
@@ -237,12 +244,12 @@ def summary(conn: sqlite3.Connection) -> dict:
 def main(argv: list[str] | None = None) -> None:
     cli.setup_logging()
     ap = cli.parser("Collect every per-video and per-product metadata file into one SQLite index.")
-    ap.add_argument("--work", required=True, help="work directory holding raw/, shots/, clips/, products/")
+    ap.add_argument("--work", required=True, help="work directory holding raw/, shots/, clips/ (per batch), products/")
     ap.add_argument("--videos", nargs="*", default=[], help="video ids")
     ap.add_argument("--products", nargs="*", default=[], help="product ids")
     ap.add_argument("--out", required=True, help="output SQLite file, e.g. work/index.sqlite")
     args = ap.parse_args(argv)
-    build_index(args.work, args.videos, args.products, args.out)
+    build_index(args.work, args.videos, args.products, args.out, per_job=vbatch.per_job(args.params))
 
 
 if __name__ == "__main__":  # pragma: no cover

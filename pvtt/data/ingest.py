@@ -38,7 +38,10 @@ Downloads shared by several entries (one URL, concurrent jobs): each job gets it
 (else copy) of the complete file under the per-URL lock, and the cache file is removed only by the
 last job still using it (genbuild/download.py).
 
-Output directory ``raw/<id>/``::
+The rule runs it once per batch of videos (``--videos``, :mod:`pvtt.data.vbatch`): ``work/raw/<batch>/``
+holds one such directory per video; a video whose build raises is that video's reject.
+
+Output directory ``raw/<batch>/<id>/``::
 
     video.mp4      the accepted video (absent when rejected)
     info.json      {"id", "status", "reason", "source", "sha256", "source_sha256",
@@ -95,6 +98,7 @@ from genbuild.sources import (  # noqa: F401
     resolve_media_path,
     sha256_or_raise,
 )
+from pvtt.data import vbatch
 
 log = logging.getLogger("pvtt.data.ingest")
 
@@ -527,19 +531,41 @@ def run(manifest_path: str | os.PathLike, video_id: str, out: str | os.PathLike,
 
 def main(argv: list[str] | None = None) -> None:
     cli.setup_logging()
-    ap = cli.parser("Validate one source video of the manifest and copy it into raw/<id>/.")
-    ap.add_argument("--manifest", required=True, help="input manifest (YAML or JSON)")
-    ap.add_argument("--video-id", required=True, help="id of the video in the manifest")
-    ap.add_argument("--out", required=True, help="output directory, e.g. work/raw/<id>")
+    ap = cli.parser("Validate one batch of source videos of the manifest and copy them into raw/<batch>/<id>/.")
+    ap.add_argument("--manifest", required=True, nargs="+",
+                    help="input manifest (YAML or JSON): one for every video, or one per video in --videos order")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--videos", nargs="+", help="ids of the batch's videos in the manifest")
+    which.add_argument("--video-id", help="one video: --out is its directory (debugging, tests)")
+    ap.add_argument("--out", required=True, help="the batch's directory, e.g. work/raw/<batch> (with --video-id: "
+                                                 "the video's, e.g. work/raw/<batch>/<id>)")
     args = ap.parse_args(argv)
     validate_params(args.params)
-    try:
-        manifest = load_manifest(args.manifest)
-        entry = find_video(manifest, args.video_id, args.manifest)
-    except (ManifestError, KeyError) as e:
-        ap.error(str(e.args[0] if isinstance(e, KeyError) else e))
-    info = ingest_video(entry, args.manifest, args.out, args.params)
-    log.info("%s: %s%s", args.video_id, info["status"], f" ({info['reason']})" if info["reason"] else "")
+    if args.video_id is not None:
+        if len(args.manifest) != 1:
+            ap.error("--video-id takes one --manifest")
+        try:
+            entry = find_video(load_manifest(args.manifest[0]), args.video_id, args.manifest[0])
+        except (ManifestError, KeyError) as e:
+            ap.error(str(e.args[0] if isinstance(e, KeyError) else e))
+        info = ingest_video(entry, args.manifest[0], args.out, args.params)
+        log.info("%s: %s%s", args.video_id, info["status"], f" ({info['reason']})" if info["reason"] else "")
+        return
+    if len(args.manifest) not in (1, len(args.videos)):
+        ap.error(f"--manifest: {len(args.manifest)} given for {len(args.videos)} videos (one, or one per video)")
+    manifest_of = dict(zip(args.videos, args.manifest * len(args.videos) if len(args.manifest) == 1 else args.manifest))
+    try:  # a manifest that cannot be read at all is the same for every video: the job fails naming it
+        loaded = {m: load_manifest(m) for m in sorted(set(manifest_of.values()))}
+    except ManifestError as e:
+        ap.error(str(e))
+
+    def build(video: str, out: Path) -> None:
+        m = manifest_of[video]
+        info = ingest_video(find_video(loaded[m], video, m), m, out, args.params)
+        log.info("%s: %s%s", video, info["status"], f" ({info['reason']})" if info["reason"] else "")
+
+    vbatch.run_videos(STAGE, args.out, args.videos, build, "info.json",
+                      lambda v, reason: {"id": v, "status": "rejected", "reason": reason, "probe": None})
 
 
 if __name__ == "__main__":  # pragma: no cover

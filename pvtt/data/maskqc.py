@@ -1,9 +1,9 @@
 """Mask QC stage: keep the clips whose product masks are trustworthy.
 
-    python scripts/maskqc.py --params '{"maskqc": {...}}' --clips work/clips/V \\
-        --masks work/masks/V --out work/maskqc/V
+    python scripts/maskqc.py --params '{"maskqc": {...}, "data": {...}}' --clips work/clips/B \\
+        --masks work/masks/B --videos V1 V2 ... --out work/maskqc/B
 
-writes ``OUT/qc.json`` and ``OUT/rejects.jsonl``. Checks per clip (all weight-free):
+writes ``OUT/<video>/qc.json`` and ``OUT/<video>/rejects.jsonl``. Checks per clip (all weight-free):
 
 * temporal IoU: IoU of mask t+1 with mask t carried to t+1 by the frame's dense flow
   (motion-compensated, so camera and product motion do not count); mean must reach
@@ -40,6 +40,7 @@ from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.rejects import Rejects
 from genbuild.metrics.classical import flow, iou, warp
+from pvtt.data import vbatch
 from pvtt.data.masks import load_clip_and_masks
 
 log = logging.getLogger("pvtt.data.maskqc")
@@ -213,9 +214,16 @@ def run(clips_dir: str | Path, masks_dir: str | Path, out: str | Path, params: d
 
 def main(argv: list[str] | None = None) -> None:
     cli.setup_logging()
-    ap = cli.parser("Quality checks of the product masks of one video; decides which clips are kept.")
-    ap.add_argument("--clips", required=True, help="work/clips/<video> (clips.json + clip videos)")
-    ap.add_argument("--masks", required=True, help="work/masks/<video> (masks.json + <clip>.npy.gz)")
-    ap.add_argument("--out", required=True, help="output directory work/maskqc/<video>")
+    ap = cli.parser("Quality checks of the product masks of one batch of videos; decides which clips are kept.")
+    ap.add_argument("--clips", required=True, help="the batch's clips, work/clips/<batch>")
+    ap.add_argument("--masks", required=True, help="the batch's masks, work/masks/<batch>")
+    ap.add_argument("--videos", nargs="+", help="ids of the batch's videos (without: one video, the paths are its own)")
+    ap.add_argument("--out", required=True, help="the batch's directory, work/maskqc/<batch>")
     args = ap.parse_args(argv)
-    run(args.clips, args.masks, args.out, args.params)
+    validate_params(args.params)
+    if args.videos is None:
+        run(args.clips, args.masks, args.out, args.params)
+        return
+    clips, masks = Path(args.clips), Path(args.masks)
+    vbatch.run_videos(STAGE, args.out, args.videos, lambda v, out: run(clips / v, masks / v, out, args.params),
+                      "qc.json", lambda v, reason: {"video": v, "status": "rejected", "reason": reason, "clips": {}})

@@ -1,9 +1,10 @@
 """Masks stage: one binary product mask per clip frame.
 
-    python scripts/masks.py --params '{"masks": {...}}' --clips work/clips/V --out work/masks/V
+    python scripts/masks.py --params '{"masks": {...}}' --clips work/clips/B --raw work/raw/B \\
+        --videos V1 V2 ... --out work/masks/B
 
-writes ``OUT/<clip_id>.npy.gz`` (``genbuild.io.masks.save_masks``, shape (n_frames, H, W)),
-``OUT/masks.json`` and ``OUT/rejects.jsonl``.
+writes, per video ``OUT/<video>/``: ``<clip_id>.npy.gz`` (``genbuild.io.masks.save_masks``, shape (n_frames, H, W)),
+``masks.json`` and ``rejects.jsonl``.
 
 Segmentation is a backend chosen by ``masks.backend``. The weight-free ``classical`` backend
 detects the product on the first frame and propagates the mask with dense optical flow:
@@ -30,7 +31,7 @@ The real backend ``grounded_sam2`` (Grounding DINO on the first frame from a pro
 the product's category, then SAM2 video propagation; :mod:`pvtt.data.backends.grounded_sam2`)
 registers itself in :data:`BACKENDS` when this module is imported. A clip's category comes
 from ``clips.json`` (per clip or top level) or else from the video's ingest ``info.json``
-(``--raw``, by default ``<clips>/../../raw/<video>``); a backend whose prompt needs one
+(``raw``, by default the same place under ``raw/`` as the clips under ``clips/``); a backend whose prompt needs one
 rejects a clip without a category ("no product category").
 """
 from __future__ import annotations
@@ -54,6 +55,7 @@ from genbuild.io.rejects import Rejects
 from genbuild.io.video import MediaError, read_frames
 from genbuild.metrics.classical import flow, warp
 from genbuild.registry import Registry
+from pvtt.data import vbatch
 from pvtt.data.backends import BackendError
 
 log = logging.getLogger("pvtt.data.masks")
@@ -418,13 +420,19 @@ def validate_params(params: dict) -> dict:
     return cfg
 
 
+def _beside(path: Path, stage: str, other: str) -> Path:
+    """The same place under ``other/`` as ``path`` under ``stage/`` (work/clips/b0000/v -> work/raw/b0000/v)."""
+    parts = path.absolute().parts
+    i = len(parts) - 1 - parts[::-1].index(stage) if stage in parts else len(parts) - 2
+    return Path(*parts[:i], other, *parts[i + 1:])
+
+
 def clip_categories(index: dict, clips_dir: Path, raw: str | Path | None = None) -> dict[str, str | None]:
     """Product category of every clip: the clip's or clips.json's ``category``, else the
-    video's ingest ``info.json`` (``raw``, by default ``<clips_dir>/../../raw/<video>``)."""
-    video = index.get("video") or clips_dir.name
+    video's ingest ``info.json`` (``raw``, by default ``raw/<batch>/<video>`` for ``clips/<batch>/<video>``)."""
     fallback = index.get("category")
     if not fallback:
-        info_path = clips_dir.parent.parent / "raw" / video / "info.json" if raw is None else Path(raw) / "info.json"
+        info_path = (_beside(clips_dir, "clips", "raw") if raw is None else Path(raw)) / "info.json"
         if raw is not None or info_path.is_file():             # an explicit --raw must hold info.json
             fallback = read_json(info_path).get("category")
     return {c["id"]: c.get("category") or fallback or None for c in index.get("clips") or []}
@@ -441,13 +449,15 @@ def mask_stats(masks: np.ndarray) -> tuple[list[float], list[list[int] | None]]:
     return areas, boxes
 
 
-def run(clips_dir: str | Path, out: str | Path, params: dict, raw: str | Path | None = None) -> dict:
+def run(clips_dir: str | Path, out: str | Path, params: dict, raw: str | Path | None = None,
+        backend: MaskBackend | None = None) -> dict:
     """Segment every clip listed in ``clips_dir/clips.json``; return what masks.json holds.
 
-    Raises ValueError (params) and BackendError (weights or packages of the backend missing).
+    ``backend``: one already made from params (a batch loads its model once). Raises ValueError
+    (params) and BackendError (weights or packages of the backend missing).
     """
     cfg = validate_params(params)
-    backend = get_backend(cfg["backend"], cfg)
+    backend = backend or get_backend(cfg["backend"], cfg)
     clips_dir = Path(clips_dir)
     index = read_json(clips_dir / "clips.json")
     video = index.get("video") or clips_dir.name
@@ -488,14 +498,26 @@ def run(clips_dir: str | Path, out: str | Path, params: dict, raw: str | Path | 
 
 def main(argv: list[str] | None = None) -> None:
     cli.setup_logging()
-    ap = cli.parser("Per-frame product masks for the clips of one video.")
-    ap.add_argument("--clips", required=True, help="work/clips/<video> (clips.json + clip videos)")
-    ap.add_argument("--out", required=True, help="output directory work/masks/<video>")
-    ap.add_argument("--raw", help="ingested video directory work/raw/<video> (its info.json gives the product "
-                                  "category when clips.json has none; default <clips>/../../raw/<video>)")
+    ap = cli.parser("Per-frame product masks for the clips of one batch of videos.")
+    ap.add_argument("--clips", required=True, help="the batch's clips, work/clips/<batch> (<video>/clips.json + clips)")
+    ap.add_argument("--raw", help="the ingested batch work/raw/<batch> (a video's info.json gives the product "
+                                  "category when its clips.json has none; default: raw/ beside clips/)")
+    ap.add_argument("--videos", nargs="+", help="ids of the batch's videos (without: one video: --clips/--raw/--out "
+                                                "are that video's directories)")
+    ap.add_argument("--out", required=True, help="the batch's directory, work/masks/<batch>")
     args = ap.parse_args(argv)
+    clips = Path(args.clips)
+    raw = Path(args.raw) if args.raw else _beside(clips, "clips", "raw")
     try:
-        run(args.clips, args.out, args.params, raw=args.raw)
+        cfg = validate_params(args.params)
+        backend = get_backend(cfg["backend"], cfg)  # once per batch: a real backend loads its weights once
+        if args.videos is None:
+            run(clips, args.out, args.params, raw=args.raw, backend=backend)
+            return
+        vbatch.run_videos(STAGE, args.out, args.videos,
+                          lambda v, out: run(clips / v, out, args.params, raw=raw / v, backend=backend),
+                          "masks.json", lambda v, reason: {"video": v, "status": "rejected", "reason": reason,
+                                                           "clips": {}})
     except BackendError as e:
         log.error("%s", e)
         raise SystemExit(f"masks: {e}") from None

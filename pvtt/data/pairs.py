@@ -41,6 +41,7 @@ from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.rejects import Rejects
+from pvtt.data import vbatch
 
 log = logging.getLogger(__name__)
 
@@ -223,15 +224,15 @@ def _usable_views(work: Path, products: dict[str, dict], view_rows: list[dict],
     return views_by_product
 
 
-def _clip_aspect(work: Path, vid: str, cid: str, crow: dict | None, mstats: dict,
+def _clip_aspect(work: Path, layout: vbatch.Layout, vid: str, cid: str, crow: dict | None, mstats: dict,
                  rejects: Rejects) -> tuple[str, str, float] | None:
     """(mask path, background path, median product bbox aspect) of a kept clip, or None after
     rejecting it: a clip is only worth pairing when its mask, background and bbox all exist."""
     if crow is None:
         rejects.add(cid, "clip_not_indexed", video=vid)
         return None
-    mask_rel = f"masks/{vid}/{cid}.npy.gz"
-    bg_rel = f"backgrounds/{vid}/{cid}.mp4"
+    mask_rel = f"{layout.rel('masks', vid)}/{cid}.npy.gz"
+    bg_rel = f"{layout.rel('backgrounds', vid)}/{cid}.mp4"
     if not (work / mask_rel).is_file():
         rejects.add(cid, "missing_mask", path=mask_rel)
         return None
@@ -288,7 +289,7 @@ def _chosen_views(rational: dict[str, list[dict]], seed: int, cid: str,
             for pid in sorted(chosen)]
 
 
-def _video_pairs(work: Path, vid: str, vrow: dict | None, clips: list[dict], products: dict[str, dict],
+def _video_pairs(work: Path, layout: vbatch.Layout, vid: str, vrow: dict | None, clips: list[dict], products: dict[str, dict],
                  candidates: list[tuple[str, str, list[dict]]], pp: dict, seed: int, rejects: Rejects,
                  tally: dict) -> list[dict]:
     """The pairs of one video's kept clips, in clip then product order.
@@ -303,8 +304,8 @@ def _video_pairs(work: Path, vid: str, vrow: dict | None, clips: list[dict], pro
     if vrow.get("status") != "ok":
         rejects.add(vid, "video_not_ok", status=vrow.get("status"))
         return []
-    qc_path = work / "maskqc" / vid / "qc.json"
-    masks_json = work / "masks" / vid / "masks.json"
+    qc_path = layout.dir(work, "maskqc", vid) / "qc.json"
+    masks_json = layout.dir(work, "masks", vid) / "masks.json"
     try:
         qc = read_json(qc_path)
         mstats = read_json(masks_json)
@@ -324,7 +325,7 @@ def _video_pairs(work: Path, vid: str, vrow: dict | None, clips: list[dict], pro
     pairs: list[dict] = []
     for cid in kept:
         crow = indexed.get(cid)
-        clip = _clip_aspect(work, vid, cid, crow, mstats, rejects)
+        clip = _clip_aspect(work, layout, vid, cid, crow, mstats, rejects)
         if clip is None:
             continue
         mask_rel, bg_rel, aspect_from = clip
@@ -397,6 +398,7 @@ def build_pairs(work: str | Path, videos: list[str], params: dict, n_shards: int
         raise ValueError(f"num_shards must be an integer >= 1, got {n_shards!r}")
     rejects = Rejects(STAGE)
     videos = sorted(set(videos))
+    layout = vbatch.Layout.from_params(videos, params)  # each video's masks/maskqc/backgrounds directory
 
     products, view_rows, video_rows, clip_rows = _read_index(work)
     views_by_product = _usable_views(work, products, view_rows, rejects)
@@ -407,7 +409,7 @@ def build_pairs(work: str | Path, videos: list[str], params: dict, n_shards: int
              "rational": 0, "clips_considered": 0, "clips_paired": 0}
     pairs: list[dict] = []
     for vid in videos:
-        pairs += _video_pairs(work, vid, video_rows.get(vid), clip_rows.get(vid, []), products, candidates, pp,
+        pairs += _video_pairs(work, layout, vid, video_rows.get(vid), clip_rows.get(vid, []), products, candidates, pp,
                               seed, rejects, tally)
 
     shards = _assign_shards(pairs, n_shards)

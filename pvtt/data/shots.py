@@ -11,7 +11,10 @@ frame difference against ``shots.threshold``) and ``adaptive`` (AdaptiveDetector
 difference relative to its neighbours, ``shots.adaptive_threshold``). Both honour
 ``shots.min_scene_len`` (frames).
 
-Output directory ``shots/<id>/``::
+The rule runs it once per batch of videos (``--videos``, :mod:`pvtt.data.vbatch`): ``work/shots/<batch>/``
+holds one such directory per video; a video whose build raises is that video's reject.
+
+Output directory ``shots/<batch>/<id>/``::
 
     shots.json     {"video", "status": "ok"|"rejected"|"skipped", "reason", "detector",
                     "fps", "n_frames", "cuts": [first frame of each new shot],
@@ -40,6 +43,7 @@ from genbuild.io.jsonio import read_json, write_json
 from genbuild.io.rejects import Rejects
 from genbuild.io.video import LIMITS, MediaError, MediaTimeout, ffmpeg_bin, input_args, probe
 from genbuild.registry import Registry
+from pvtt.data import vbatch
 
 log = logging.getLogger("pvtt.data.shots")
 
@@ -252,12 +256,20 @@ def run(raw: str | Path, out: str | Path, params: dict, threads: int = 1) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     cli.setup_logging()
-    ap = cli.parser("Detect the shots (hard cuts) of one ingested video.")
-    ap.add_argument("--raw", required=True, help="ingested video directory, e.g. work/raw/<id>")
-    ap.add_argument("--out", required=True, help="output directory, e.g. work/shots/<id>")
+    ap = cli.parser("Detect the shots (hard cuts) of one batch of ingested videos.")
+    ap.add_argument("--raw", required=True, help="the ingested batch, e.g. work/raw/<batch> (one <id>/ per video)")
+    ap.add_argument("--videos", nargs="+", help="ids of the batch's videos (without: one video, the paths are its own)")
+    ap.add_argument("--out", required=True, help="the batch's directory, e.g. work/shots/<batch>")
     ap.add_argument("--threads", type=int, default=1, help="decoder threads (the rule's threads)")
     args = ap.parse_args(argv)
-    run(args.raw, args.out, args.params, args.threads)
+    validate_params(args.params)
+    if args.videos is None:
+        run(args.raw, args.out, args.params, args.threads)
+        return
+    raw = Path(args.raw)
+    vbatch.run_videos(STAGE, args.out, args.videos, lambda v, out: run(raw / v, out, args.params, args.threads),
+                      "shots.json", lambda v, reason: {"video": v, "status": "rejected", "reason": reason,
+                                                       "fps": None, "n_frames": None, "cuts": [], "shots": []})
 
 
 if __name__ == "__main__":  # pragma: no cover

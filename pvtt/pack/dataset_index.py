@@ -35,6 +35,7 @@ from typing import Any
 
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json
+from pvtt.data import vbatch
 from pvtt.data.index import SCHEMA, _dicts, _insert, create_db, open_index, reason_kind
 
 log = logging.getLogger("pvtt.pack.dataset_index")
@@ -85,10 +86,6 @@ class UnknownTriplet(KeyError):
 
 # ----------------------------------------------------------------------------- build
 
-def _dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
-
-
 def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -112,10 +109,12 @@ def _copy_base(conn: sqlite3.Connection, base_index: Path | None) -> bool:
 
 def _video_sources(work: Path, video_ids: list[str]) -> list[tuple]:
     rows = []
+    raw, shots_dirs = vbatch.scan(work / "raw"), vbatch.scan(work / "shots")  # <stage>/<batch>/<video>/
     for v in video_ids:
-        info_f, shots_f = work / "raw" / v / "info.json", work / "shots" / v / "shots.json"
-        info = read_json(info_f) if info_f.is_file() else {}
-        shots = read_json(shots_f) if shots_f.is_file() else {}
+        info_f = raw[v] / "info.json" if v in raw else None
+        shots_f = shots_dirs[v] / "shots.json" if v in shots_dirs else None
+        info = read_json(info_f) if info_f and info_f.is_file() else {}
+        shots = read_json(shots_f) if shots_f and shots_f.is_file() else {}
         rows.append((v, info.get("source"), info.get("source_sha256"), shots.get("detector")))
     return rows
 
@@ -126,7 +125,7 @@ def _clip_outputs(work: Path) -> tuple[list[tuple], dict[str, dict[str, str]], d
     ok: dict[str, dict[str, str]] = {"masks": {}, "maskqc": {}, "backgrounds": {}}
     backends: dict[str, Counter] = {"masks": Counter(), "backgrounds": Counter()}
     for stage, fname in (("masks", "masks.json"), ("maskqc", "qc.json"), ("backgrounds", "backgrounds.json")):
-        for d in _dirs(work / stage):
+        for d in vbatch.scan(work / stage).values():
             f = d / fname
             if not f.is_file():
                 continue
@@ -135,7 +134,7 @@ def _clip_outputs(work: Path) -> tuple[list[tuple], dict[str, dict[str, str]], d
                     continue
                 row = out.setdefault(cid, {"video": d.name})
                 if stage == "masks":
-                    row["mask_path"] = f"masks/{d.name}/{rec.get('path', cid + '.npy.gz')}"
+                    row["mask_path"] = f"{d.relative_to(work).as_posix()}/{rec.get('path', cid + '.npy.gz')}"
                     row["masks_backend"] = rec.get("backend")
                     backends["masks"][str(rec.get("backend"))] += 1
                     ok["masks"][cid] = "ok"
@@ -144,7 +143,7 @@ def _clip_outputs(work: Path) -> tuple[list[tuple], dict[str, dict[str, str]], d
                     row["maskqc"] = _json(rec)
                     ok["maskqc"][cid] = "ok" if rec.get("kept") else "rejected"
                 else:
-                    row["background_path"] = f"backgrounds/{d.name}/{rec.get('path', cid + '.mp4')}"
+                    row["background_path"] = f"{d.relative_to(work).as_posix()}/{rec.get('path', cid + '.mp4')}"
                     row["backgrounds_backend"] = rec.get("backend")
                     row["bg_filled_from_time_frac"] = rec.get("filled_from_time_frac")
                     backends["backgrounds"][str(rec.get("backend"))] += 1
@@ -164,7 +163,7 @@ def _review_outcome(pid: str, l3: dict[str, set]) -> str:
 def _reject_rows(rejects: list[tuple[str | None, dict]]) -> list[tuple]:
     """rejects-table rows (stage, item, reason, kind, owner, file, details), unsorted.
 
-    ``owner`` is the item directory of a per-item rejects.jsonl (work/<stage>/<item>/), so a
+    ``owner`` is the item directory of a per-item rejects.jsonl (work/<stage>/[<batch>/]<item>/), so a
     reject can be traced to the job that wrote it; stage-level files and pack's own have none.
     """
     rrows = []

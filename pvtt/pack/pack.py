@@ -38,6 +38,7 @@ from genbuild.io.jsonio import read_json, read_jsonl, write_json, write_jsonl
 from genbuild.io.masks import load_masks
 from genbuild.io.rejects import Rejects
 from genbuild.manifest import sha256_file, write_manifest
+from pvtt.data import vbatch
 from pvtt.pack.format import MEMBERS, SPLITS, iter_samples  # noqa: F401  (iter_samples: the reader of what this writes)
 
 log = logging.getLogger("pvtt.pack.pack")
@@ -144,10 +145,13 @@ def _sample_members(key: str, work: Path, pair: dict, synth_dir: Path, meta: dic
 
 
 def _reject_files(root: Path) -> list[Path]:
-    """rejects.jsonl files of a stage dir (root/ and root/<item>/), skipping killed jobs' hidden temporaries."""
+    """rejects.jsonl files of a stage dir (root/ and root/<item>/, or root/<batch>/<video>/ for the per-video
+    stages), skipping killed jobs' hidden temporaries."""
     if not root.is_dir():
         return []
     files = list(root.glob("rejects.jsonl")) + list(root.glob("*/rejects.jsonl"))
+    if root.name in vbatch.STAGES:
+        files += list(root.glob("*/*/rejects.jsonl"))
     return sorted(f for f in files if not any(p.startswith(".") for p in f.relative_to(root).parts))
 
 
@@ -228,22 +232,20 @@ def build_card(work: Path, pairs: dict[str, dict], synth_docs: dict[str, dict], 
     d = decisions or {}
     split_counts = Counter(s["split"] for s in packed)
     videos_per_split = {sp: len({s["video"] for s in packed if s["split"] == sp}) for sp in SPLITS}
-    raw_dirs = sum(1 for p in (work / "raw").iterdir() if p.is_dir() and not p.name.startswith(".")) \
-        if (work / "raw").is_dir() else 0
-    masks_total = _count_files(work / "masks", "*/*.npy.gz") if (work / "masks").exists() else 0
+    raw_dirs = len(vbatch.scan(work / "raw"))  # per-video stages: <stage>/<batch>/<video>/
+    masks_total = _count_files(work / "masks", "*/*/*.npy.gz") if (work / "masks").exists() else 0
     counts = {
         "videos": {"raw_dirs": raw_dirs, "rejected": rejected_in("raw"),
                    "ingested": max(0, raw_dirs - rejected_in("raw")),
-                   "with_clips": len([p for p in sorted((work / "clips").glob("*")) if p.is_dir() and any(p.glob("*.mp4"))])
-                   if (work / "clips").exists() else 0},
+                   "with_clips": sum(1 for p in vbatch.scan(work / "clips").values() if any(p.glob("*.mp4")))},
         "shots": {"rejected": rejected_in("shots")},
-        "clips": {"made": _count_files(work / "clips", "*/*.mp4") if (work / "clips").exists() else 0,
+        "clips": {"made": _count_files(work / "clips", "*/*/*.mp4") if (work / "clips").exists() else 0,
                   "rejected": rejected_in("clips")},
         "products": {"rejected": rejected_in("products")},
         "masks": {"made": masks_total, "rejected": rejected_in("masks"),
                   "qc_rejected": rejected_in("maskqc"),
                   "kept": max(0, masks_total - rejected_in("maskqc"))},
-        "backgrounds": {"made": _count_files(work / "backgrounds", "*/*.mp4") if (work / "backgrounds").exists() else 0,
+        "backgrounds": {"made": _count_files(work / "backgrounds", "*/*/*.mp4") if (work / "backgrounds").exists() else 0,
                         "rejected": rejected_in("backgrounds")},
         "pairs": _pair_counts(n_pairs, pairs_summary, len(read_jsonl(work / "pairs" / "rejects.jsonl"))),
         "synth": {"synthesised": sum(1 for doc in synth_docs.values() for s in doc.get("pairs", {}).values()

@@ -1,4 +1,5 @@
-# Raw inputs -> shots -> standard clips; products -> RGBA; everything -> SQLite index.
+# Raw inputs -> shots -> standard clips (one job per batch of videos: pvtt.data.videos_per_job);
+# products -> RGBA; everything -> SQLite index.
 
 
 rule sample:
@@ -20,33 +21,34 @@ rule sample:
 
 
 rule ingest:
-    """Validate a raw video and copy it in; a bad file is recorded as rejected, not fatal."""
+    """Validate a batch of raw videos and copy them in; a bad file is recorded as rejected, not fatal."""
     input:
         src=raw_source,
         code=CODE("ingest"),
     output:
-        directory(f"{W}/raw/{{video}}"),
+        directory(f"{W}/raw/{{vbatch}}"),
     log:
-        f"{W}/logs/ingest/{{video}}.log",
+        f"{W}/logs/ingest/{{vbatch}}.log",
     conda:
         ENV
     resources:
         **RES("default"),
     params:
         p=P("ingest"),
-        manifest=lambda wc: INPUTS.videos[wc.video],
+        manifest=batch_manifests,
+        videos=batch_videos,
     shell:
-        "python scripts/ingest.py --params {params.p:q} --manifest {params.manifest} --video-id {wildcards.video} --out {output} > {log} 2>&1"
+        "python scripts/ingest.py --params {params.p:q} --manifest {params.manifest} --videos {params.videos} --out {output} > {log} 2>&1"
 
 
 rule shots:
     input:
-        raw=f"{W}/raw/{{video}}",
+        raw=f"{W}/raw/{{vbatch}}",
         code=CODE("shots"),
     output:
-        directory(f"{W}/shots/{{video}}"),
+        directory(f"{W}/shots/{{vbatch}}"),
     log:
-        f"{W}/logs/shots/{{video}}.log",
+        f"{W}/logs/shots/{{vbatch}}.log",
     conda:
         ENV
     threads: RES("default")["cpus_per_task"]  # decoder/filter threads; x264 keeps video.threads (bytes)
@@ -54,19 +56,20 @@ rule shots:
         **RES("default"),
     params:
         p=P("shots"),
+        videos=batch_videos,
     shell:
-        "python scripts/shots.py --params {params.p:q} --raw {input.raw} --out {output} --threads {threads} > {log} 2>&1"
+        "python scripts/shots.py --params {params.p:q} --raw {input.raw} --videos {params.videos} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule clips:
     input:
-        raw=f"{W}/raw/{{video}}",
-        shots=f"{W}/shots/{{video}}",
+        raw=f"{W}/raw/{{vbatch}}",
+        shots=f"{W}/shots/{{vbatch}}",
         code=CODE("clips"),
     output:
-        directory(f"{W}/clips/{{video}}"),
+        directory(f"{W}/clips/{{vbatch}}"),
     log:
-        f"{W}/logs/clips/{{video}}.log",
+        f"{W}/logs/clips/{{vbatch}}.log",
     conda:
         ENV
     threads: RES("default")["cpus_per_task"]  # decoder/filter threads; x264 keeps video.threads (bytes)
@@ -74,8 +77,9 @@ rule clips:
         **RES("default"),
     params:
         p=P("clips"),
+        videos=batch_videos,
     shell:
-        "python scripts/clips.py --params {params.p:q} --raw {input.raw} --shots {input.shots} --out {output} --threads {threads} > {log} 2>&1"
+        "python scripts/clips.py --params {params.p:q} --raw {input.raw} --shots {input.shots} --videos {params.videos} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule products:
@@ -101,9 +105,9 @@ rule products:
 rule index:
     """All metadata and rejects so far -> one SQLite index."""
     input:
-        raw=expand(f"{W}/raw/{{video}}", video=VIDEOS),
-        shots=expand(f"{W}/shots/{{video}}", video=VIDEOS),
-        clips=expand(f"{W}/clips/{{video}}", video=VIDEOS),
+        raw=expand(f"{W}/raw/{{vbatch}}", vbatch=VBATCH_IDS),
+        shots=expand(f"{W}/shots/{{vbatch}}", vbatch=VBATCH_IDS),
+        clips=expand(f"{W}/clips/{{vbatch}}", vbatch=VBATCH_IDS),
         products=expand(f"{W}/products/{{product}}", product=PRODUCTS),
         code=CODE("index"),
     output:

@@ -1,11 +1,15 @@
 # PVTT: raw videos -> dataset -> teacher (3 phases) -> students 16/8/4 -> engine -> evaluation.
 # Its rules, params keys and milestones: pvtt/pipeline.py; its params: the `pvtt:` namespace.
 from pvtt import pipeline as pvtt
+from pvtt.data import vbatch
 from pvtt.train.phases import TEACHER_PHASES, phase1_spec
 
 PV = wf.namespace(config, "pvtt")  # PVTT's params with the shared keys merged in
 INPUTS = pvtt.list_inputs(PV)
 VIDEOS = sorted(INPUTS.videos)
+# The per-video stages run per batch of data.videos_per_job videos (sorted ids): jobs grow with batches.
+VBATCHES = vbatch.batches(VIDEOS, vbatch.per_job(PV))
+VBATCH_IDS = list(VBATCHES)
 PRODUCTS = sorted(INPUTS.products)
 N_SHARDS = pvtt.num_shards(PV, len(VIDEOS))
 SHARDS = [f"{i:04d}" for i in range(N_SHARDS)]
@@ -16,12 +20,26 @@ PVTT_TARGETS = [f"{A}/{ms.out}" for ms in pvtt.MILESTONES.values()]
 
 
 # Input functions of PVTT rules (kept apart from the rules, as `snakemake --lint` asks).
+def batch_videos(wildcards):
+    """The videos of a batch (a param: a change of membership reruns the batch)."""
+    return VBATCHES[wildcards.vbatch]
+
+
+def batch_manifests(wildcards):
+    """The manifest of each video of a batch, in batch order (one when they share it)."""
+    ms = [INPUTS.videos[v] for v in VBATCHES[wildcards.vbatch]]
+    return ms[:1] if len(set(ms)) == 1 else ms
+
+
 def raw_source(wildcards):
-    """A raw video's inputs: its manifest (or the generated sample) and the file when it is local."""
-    files = [INPUTS.videos[wildcards.video]]
-    if INPUTS.videos[wildcards.video].startswith(f"{W}/sample/"):
-        files = [f"{W}/sample"]
-    return files + ([INPUTS.video_files[wildcards.video]] if wildcards.video in INPUTS.video_files else [])
+    """A batch's raw inputs: the manifests (or the generated sample) and the files that are local."""
+    files = []
+    for v in VBATCHES[wildcards.vbatch]:
+        m = INPUTS.videos[v]
+        files.append(f"{W}/sample" if m.startswith(f"{W}/sample/") else m)
+        if v in INPUTS.video_files:
+            files.append(INPUTS.video_files[v])
+    return list(dict.fromkeys(files))
 
 
 def product_source(wildcards):
@@ -51,7 +69,7 @@ def pack_work_inputs(wildcards):
 
 
 wildcard_constraints:
-    video="[A-Za-z0-9_-]+",
+    vbatch="b[0-9]+",
     product="[A-Za-z0-9_-]+",
     shard="[0-9]{4}",
 

@@ -5,8 +5,8 @@ rule pairs:
     """Pairs are assigned to a fixed number of shards computed from params: the DAG never grows with pairs."""
     input:
         index=f"{W}/index.sqlite",
-        maskqc=expand(f"{W}/maskqc/{{video}}", video=VIDEOS),
-        backgrounds=expand(f"{W}/backgrounds/{{video}}", video=VIDEOS),
+        maskqc=expand(f"{W}/maskqc/{{vbatch}}", vbatch=VBATCH_IDS),
+        backgrounds=expand(f"{W}/backgrounds/{{vbatch}}", vbatch=VBATCH_IDS),
         code=CODE("pairs"),
     output:
         expand(f"{W}/pairs/shard-{{shard}}.json", shard=SHARDS),

@@ -64,7 +64,8 @@ def test_shots_match_generated_cuts(repo):
     repo, _ = repo
     for truth_file in sorted((repo / "work/sample/truth").glob("*.json")):
         truth = json.loads(truth_file.read_text())
-        shots = json.loads((repo / "work/shots" / truth["video"] / "shots.json").read_text())
+        (shots_json,) = (repo / "work/shots").glob(f"b*/{truth['video']}/shots.json")   # work/shots/<batch>/<video>
+        shots = json.loads(shots_json.read_text())
         assert len(shots["cuts"]) == len(truth["cuts"]), truth["video"]
         for got, want in zip(shots["cuts"], truth["cuts"]):
             assert abs(got - want) <= 1, (truth["video"], got, want)
@@ -73,7 +74,7 @@ def test_shots_match_generated_cuts(repo):
 def test_clips_are_standardised(repo):
     repo, _ = repo
     p = read_params(repo)["pvtt"]["clips"]
-    clips = sorted((repo / "work/clips").glob("*/*.mp4"))
+    clips = sorted((repo / "work/clips").glob("*/*/*.mp4"))
     assert len(clips) >= 12
     for c in clips:
         info = probe(c)
@@ -87,11 +88,11 @@ def test_masks_match_ground_truth(repo):
     from pvtt.data.clips import clip_mask_from_source, raw_frame_index
 
     ious = []
-    for clips_json in sorted((repo / "work/clips").glob("vid*/clips.json")):
+    for clips_json in sorted((repo / "work/clips").glob("b*/vid*/clips.json")):
         meta = json.loads(clips_json.read_text())
         gt = load_masks(repo / "work/sample/truth" / f"{meta['video']}.masks.npy.gz")
         for clip in meta["clips"]:
-            pred = load_masks(repo / "work/masks" / meta["video"] / f"{clip['id']}.npy.gz")
+            pred = load_masks(repo / "work/masks" / clips_json.parent.parent.name / meta["video"] / f"{clip['id']}.npy.gz")
             for k in range(len(pred)):
                 ious.append(iou(pred[k], clip_mask_from_source(gt[raw_frame_index(clip, k)], clip)))
     assert len(ious) > 100

@@ -51,4 +51,5 @@ def test_a_pipeline_checks_its_relations_after_the_schema(tmp_path):
 def test_rule_params_keep_the_unnamespaced_shape_scripts_read():
     config = P.load()
     ns = config["pvtt"]
-    assert rule_params(config, "pairs") == {"seed": config["seed"], "pairs": ns["pairs"]}
+    assert rule_params(config, "pairs") == {"seed": config["seed"], "pairs": ns["pairs"],
+                                            "data": {"videos_per_job": ns["data"]["videos_per_job"]}}

@@ -126,9 +126,37 @@ def test_bench_dag_job_count_follows_the_formula():
     m = re.search(r"^jobs=(\d+) seconds=([\d.]+)$", res.stdout.strip().splitlines()[-1])
     assert m, res.stdout
     jobs, seconds = int(m.group(1)), float(m.group(2))
-    # 500 videos, 53 products, ceil(500*5*14/256)=137 shards: grows with videos and shards only.
-    assert jobs == job_count_formula(500, 53, 137, sample=False)
+    # 500 videos in batches of 10 (configs/full.yaml), 53 products, ceil(500*5*14/256)=137 shards:
+    # grows with batches of videos and with shards only.
+    assert jobs == job_count_formula(500, 53, 137, sample=False, videos_per_job=10) == 6 * 50 + 53 + 2 * 137 + 14
     assert seconds < 30
+
+
+PER_VIDEO_RULES = ("ingest", "shots", "clips", "masks", "maskqc", "backgrounds")
+
+
+def _dry_run_jobs(tmp_path, n_videos: int, per_job: int) -> dict[str, int]:
+    """{rule: jobs} of `snakemake -n all_pvtt` on the sample with ``n_videos`` videos, ``per_job`` per job."""
+    cfg = tmp_path / f"v{n_videos}_k{per_job}.yaml"
+    cfg.write_text(yaml.safe_dump({"pvtt": {"sample": {"n_videos": n_videos}, "data": {"videos_per_job": per_job}}}))
+    res = subprocess.run(["snakemake", "-n", "--cores", "1", "all_pvtt", "--configfile", str(cfg), "--quiet", "rules"],
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    stats = res.stdout[res.stdout.index("Job stats:"):] if "Job stats:" in res.stdout else res.stdout
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def test_job_count_grows_with_batches_not_videos(tmp_path):
+    """The six per-video stages run once per batch of pvtt.data.videos_per_job videos: twice the videos in
+    the same number of batches adds no job to them; the same videos in smaller batches do."""
+    base = _dry_run_jobs(tmp_path, 8, 4)           # 2 batches
+    doubled = _dry_run_jobs(tmp_path, 16, 8)       # twice the videos, still 2 batches
+    finer = _dry_run_jobs(tmp_path, 8, 1)          # 8 batches
+    for rule in PER_VIDEO_RULES:
+        assert base[rule] == doubled[rule] == 2 and finer[rule] == 8, rule
+    for (n, k), jobs in (((8, 4), base), ((16, 8), doubled), ((8, 1), finer)):
+        assert jobs["total"] == job_count_formula(n, jobs["products"], jobs["synth"], sample=True, videos_per_job=k)
+    assert doubled["total"] - base["total"] == 2 * (doubled["synth"] - base["synth"])   # only the pair shards grew
 
 
 def test_rule_code_is_the_import_closure_of_its_script():

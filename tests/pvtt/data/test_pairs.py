@@ -30,7 +30,7 @@ PAIRS = {
         "bag": ["bag", "box", "bottle", "watch"],
     },
 }
-PARAMS = {"seed": 1234, "pairs": PAIRS}
+PARAMS = {"seed": 1234, "pairs": PAIRS, "data": {"videos_per_job": 100}}  # every video in batch b0000
 
 SCHEMA = """
 CREATE TABLE clips(id TEXT PRIMARY KEY, video TEXT, shot INT, path TEXT, n_frames INT, fps REAL, width INT, height INT);
@@ -100,8 +100,8 @@ def make_work(root: Path, with_products: list | None = None) -> Path:
                      (cid, vid, shot, f"clips/{vid}/{cid}.mp4", n, 24.0, 32, 24))
         m = np.zeros((n, 24, 32), bool)
         m[:, 6:18, 10:22] = True                                   # 12x12: aspect 1
-        save_masks(work / "masks" / vid / f"{cid}.npy.gz", m)
-        bg = work / "backgrounds" / vid / f"{cid}.mp4"
+        save_masks(work / "masks" / "b0000" / vid / f"{cid}.npy.gz", m)
+        bg = work / "backgrounds" / "b0000" / vid / f"{cid}.mp4"
         if cid != "vid001_s01c0":
             bg.parent.mkdir(parents=True, exist_ok=True)
             bg.write_bytes(b"placeholder: pairs only checks presence")
@@ -111,8 +111,8 @@ def make_work(root: Path, with_products: list | None = None) -> Path:
     conn.commit()
     conn.close()
     for vid, v in per_video.items():
-        write_json(work / "maskqc" / vid / "qc.json", {"video": vid, "clips": v["qc"]})
-        write_json(work / "masks" / vid / "masks.json", {"video": vid, "clips": v["masks"]})
+        write_json(work / "maskqc" / "b0000" / vid / "qc.json", {"video": vid, "clips": v["qc"]})
+        write_json(work / "masks" / "b0000" / vid / "masks.json", {"video": vid, "clips": v["masks"]})
     return work
 
 
@@ -251,7 +251,7 @@ def test_selection_stable_when_products_added(tmp_path):
 
 def test_empty_and_missing_inputs(tmp_path):
     work = make_work(tmp_path)
-    (work / "maskqc" / "vid001" / "qc.json").unlink()
+    (work / "maskqc" / "b0000" / "vid001" / "qc.json").unlink()
     out = work / "pairs"
     P.main(["--params", json.dumps(PARAMS), "--work", str(work), "--videos", "vid001", "vid404",
             "--num-shards", "2", "--out", str(out)])

@@ -21,7 +21,7 @@ import yaml
 from genbuild.io.jsonio import read_json
 from genbuild.params import deep_merge
 from genbuild.workflow import rule_params
-from pvtt.data import backgrounds, clips, index, ingest, maskqc, masks, pairs, products, sample, shots, synth
+from pvtt.data import backgrounds, clips, index, ingest, maskqc, masks, pairs, products, sample, shots, synth, vbatch
 from pvtt.filter import filter as filters
 from pvtt.filter import review
 from pvtt.pack import dataset_index as DI
@@ -65,17 +65,19 @@ def built(tmp_path_factory):
                       "views": [{"view": "view0", "path": "not_an_image.png"}]}]}))
     videos = {v["id"]: sample_manifest for v in man["videos"]} | {"bad_corrupt": bad_manifest}
     prods = {p["id"]: sample_manifest for p in man["products"]} | {"bad_product": bad_manifest}
+    L = vbatch.Layout(videos, vbatch.per_job(cfg["pvtt"]))   # work/<stage>/<batch>/<video>
+    D = lambda stage, v: L.dir(work, stage, v)  # noqa: E731
     for vid, m in sorted(videos.items()):
-        ingest.run(m, vid, work / "raw" / vid, P("ingest"))
-        shots.run(work / "raw" / vid, work / "shots" / vid, P("shots"))
-        clips.run(work / "raw" / vid, work / "shots" / vid, work / "clips" / vid, P("clips"))
+        ingest.run(m, vid, D("raw", vid), P("ingest"))
+        shots.run(D("raw", vid), D("shots", vid), P("shots"))
+        clips.run(D("raw", vid), D("shots", vid), D("clips", vid), P("clips"))
     for pid, m in sorted(prods.items()):
         products.run(m, pid, work / "products" / pid, P("products"))
-    index.build_index(work, sorted(videos), sorted(prods), work / "index.sqlite")
+    index.build_index(work, sorted(videos), sorted(prods), work / "index.sqlite", per_job=vbatch.per_job(cfg["pvtt"]))
     for vid in sorted(videos):
-        masks.run(work / "clips" / vid, work / "masks" / vid, P("masks"))
-        maskqc.run(work / "clips" / vid, work / "masks" / vid, work / "maskqc" / vid, P("maskqc"))
-        backgrounds.run(work / "clips" / vid, work / "masks" / vid, work / "maskqc" / vid, work / "backgrounds" / vid,
+        masks.run(D("clips", vid), D("masks", vid), P("masks"))
+        maskqc.run(D("clips", vid), D("masks", vid), D("maskqc", vid), P("maskqc"))
+        backgrounds.run(D("clips", vid), D("masks", vid), D("maskqc", vid), D("backgrounds", vid),
                         P("backgrounds"))
     n = pairs.num_shards(cfg["pvtt"]["pairs"], len(videos))
     shard_list, summary, rej = pairs.build_pairs(work, sorted(videos), P("pairs"), n)
@@ -98,7 +100,7 @@ def built(tmp_path_factory):
     out = root / "dataset"
     card = run_pack(out)
     return {"root": root, "work": work, "out": out, "card": card, "cfg": cfg, "shards": shards, "victim": victim,
-            "run_pack": run_pack, "videos": sorted(videos), "products": sorted(prods), "P": P}
+            "run_pack": run_pack, "videos": sorted(videos), "products": sorted(prods), "P": P, "D": D}
 
 
 @pytest.fixture(scope="module")
@@ -115,21 +117,21 @@ def _files(d: Path) -> dict[str, bytes]:
 
 
 def test_stats_match_every_stage_output(built, st):
-    work, card = built["work"], built["card"]
-    infos = [read_json(work / "raw" / v / "info.json") for v in built["videos"]]
+    work, card, D = built["work"], built["card"], built["D"]
+    infos = [read_json(D("raw", v) / "info.json") for v in built["videos"]]
     assert st["ingest"]["ok"] == sum(i["status"] == "ok" for i in infos) == 2
     assert st["ingest"]["rejected"] == sum(i["status"] == "rejected" for i in infos) == 1
     assert st["ingest"]["rejects_by_reason"] == {"unreadable video": 1}
     assert st["shots"]["ok"] == 2 and st["shots"]["rejected"] == 0
-    n_clips = sum(len(read_json(work / "clips" / v / "clips.json")["clips"]) for v in built["videos"])
+    n_clips = sum(len(read_json(D("clips", v) / "clips.json")["clips"]) for v in built["videos"])
     assert st["clips"]["ok"] == n_clips >= 4
     views_ok = sum(len(p["views"]) for p in (read_json(work / "products" / q / "product.json") for q in built["products"])
                    if p["status"] == "ok")
     assert st["products"]["ok"] == views_ok == 6 and st["products"]["rejects_by_reason"]["unreadable image"] >= 1
     for stage, fname in (("masks", "masks.json"), ("backgrounds", "backgrounds.json")):
-        made = sum(len(read_json(f)["clips"]) for f in (work / stage).glob(f"*/{fname}"))
+        made = sum(len(read_json(f)["clips"]) for f in (work / stage).glob(f"*/*/{fname}"))
         assert st[stage]["ok"] == made == n_clips, stage
-    kept_qc = sum(r["kept"] for f in (work / "maskqc").glob("*/qc.json") for r in read_json(f)["clips"].values())
+    kept_qc = sum(r["kept"] for f in (work / "maskqc").glob("*/*/qc.json") for r in read_json(f)["clips"].values())
     assert st["maskqc"]["ok"] == kept_qc
     summary = read_json(work / "pairs" / "summary.json")
     n_pairs = sum(len(read_json(work / "pairs" / f"{s}.json")["pairs"]) for s in built["shards"])
@@ -160,6 +162,7 @@ def test_stats_match_every_stage_output(built, st):
 
 
 def test_lineage_reaches_the_raw_video(built):
+    D = built["D"]
     work, out = built["work"], built["out"]
     splits = read_json(out / "splits.json")
     key = sorted(k for ks in splits.values() for k in ks)[0]
@@ -171,12 +174,12 @@ def test_lineage_reaches_the_raw_video(built):
         conn.close()
     pair = next(p for s in built["shards"] for p in read_json(work / "pairs" / f"{s}.json")["pairs"] if p["id"] == d["id"])
     vid = pair["video"]
-    info = read_json(work / "raw" / vid / "info.json")
+    info = read_json(D("raw", vid) / "info.json")
     assert d["packed"] and d["key"] == key and d["tar"].startswith(f"shards/{d['split']}-")
     v = d["video"]
     assert v["id"] == vid and v["source"] == info["source"] == f"videos/{vid}.mp4"
     assert v["source_sha256"] == _sha(work / "sample" / info["source"]) and v["sha256"] == _sha(work / v["path"])
-    shot = next(s for s in read_json(work / "shots" / vid / "shots.json")["shots"] if s["index"] == pair["shot"])
+    shot = next(s for s in read_json(D("shots", vid) / "shots.json")["shots"] if s["index"] == pair["shot"])
     assert (d["shot"]["index"], d["shot"]["start_frame"], d["shot"]["end_frame"]) == (shot["index"], shot["start_frame"],
                                                                                      shot["end_frame"])
     assert d["clip"]["id"] == pair["clip"] and d["clip"]["sha256"] == _sha(work / pair["clip_path"])

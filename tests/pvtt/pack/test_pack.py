@@ -33,11 +33,12 @@ def _scores(kept: bool, level: str | None = None) -> dict:
 
 
 def build_work(tmp: Path) -> dict:
-    """5 videos x 1 clip x 2 products over 2 shards; one pair fails L1, one L2, the rest kept."""
+    """5 videos x 1 clip x 2 products over 2 shards; one pair fails L1, one L2, the rest kept.
+    The per-video stages' directories are work/<stage>/<batch>/<video> (all in batch b0000)."""
     work = tmp / "work"
     rng = np.random.default_rng(7)
-    (work / "raw" / "vid099").mkdir(parents=True)
-    write_jsonl(work / "raw" / "vid099" / "rejects.jsonl",
+    (work / "raw" / "b0001" / "vid099").mkdir(parents=True)
+    write_jsonl(work / "raw" / "b0001" / "vid099" / "rejects.jsonl",
                 [{"stage": "ingest", "item": "vid099", "reason": "decode failed: truncated"}])
     for _cat, prod in (("bottle", "prod01"), ("box", "prod02")):
         ref = np.zeros((20, 12, 4), np.uint8)
@@ -46,23 +47,23 @@ def build_work(tmp: Path) -> dict:
         write_png(work / "products" / prod / "view0.png", ref)
     shards = {"shard-0000": [], "shard-0001": []}
     for v_i, vid in enumerate(VIDEOS):
-        (work / "raw" / vid).mkdir(parents=True, exist_ok=True)
+        (work / "raw" / "b0000" / vid).mkdir(parents=True, exist_ok=True)
         clip = f"{vid}_s00c0"
         frames = rng.integers(0, 255, (N, H, W, 3), dtype=np.uint8)
-        write_video(work / "clips" / vid / f"{clip}.mp4", frames, fps=24)
+        write_video(work / "clips" / "b0000" / vid / f"{clip}.mp4", frames, fps=24)
         old = np.zeros((N, H, W), bool)
         old[:, 4:14, 5 + v_i:15 + v_i] = True
-        save_masks(work / "masks" / vid / f"{clip}.npy.gz", old)
+        save_masks(work / "masks" / "b0000" / vid / f"{clip}.npy.gz", old)
         for prod, cat in (("prod01", "bottle"), ("prod02", "box")):
             pid = f"{clip}__{prod}.v0"
             shard = "shard-0000" if v_i % 2 == 0 else "shard-0001"
             shards[shard].append({
                 "id": pid, "clip": clip, "video": vid, "shot": 0, "product": prod, "view": 0,
                 "source_product": f"{vid}_obj", "category_from": "watch", "category_to": cat,
-                "clip_path": f"clips/{vid}/{clip}.mp4", "mask_path": f"masks/{vid}/{clip}.npy.gz",
-                "background_path": f"backgrounds/{vid}/{clip}.mp4", "reference_path": f"products/{prod}/view0.png",
+                "clip_path": f"clips/b0000/{vid}/{clip}.mp4", "mask_path": f"masks/b0000/{vid}/{clip}.npy.gz",
+                "background_path": f"backgrounds/b0000/{vid}/{clip}.mp4", "reference_path": f"products/{prod}/view0.png",
                 "caption": f"A {cat} replaces the watch in {vid}."})
-    write_jsonl(work / "maskqc" / "vid003" / "rejects.jsonl",
+    write_jsonl(work / "maskqc" / "b0000" / "vid003" / "rejects.jsonl",
                 [{"stage": "maskqc", "item": "vid003_s01c0", "reason": "temporal_iou: 0.5 < 0.8"}])
     write_jsonl(work / "pairs" / "rejects.jsonl",
                 [{"stage": "pairs", "item": "vid000_s00c0__prod09.v0", "reason": "category: bag -> shoe"}])
