@@ -20,7 +20,6 @@ import logging
 import math
 import re
 import shutil
-import sys
 from pathlib import Path
 
 from genbuild import batching
@@ -50,7 +49,6 @@ def batch_rows(manifest: str | Path, bid: str, per_job: int) -> list[tuple[int, 
     """(row number, row) of batch ``bid``: streamed, so a 19.5M-row manifest is never held in memory."""
     first = batching.batch_index(bid) * per_job
     out = []
-    csv.field_size_limit(sys.maxsize)
     with open(manifest, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]

@@ -57,6 +57,7 @@ def test_generate_writes_the_edit_with_auto_mask_and_matting(setup):
     assert (base / "out" / "edited_side_by_side.mp4").exists()
 
 
+@pytest.mark.slow  # several processes: make test, not test-fast
 def test_cli_and_errors_name_the_input(setup, tmp_path):
     base, _ = setup
     cmd = [sys.executable, "-m", "pvtt", "generate", "--template", str(base / "template.mp4"),

@@ -288,6 +288,7 @@ def _torchrun_two(tmp_path: Path, script: str, params: dict, *args: str) -> str:
     return log
 
 
+@pytest.mark.slow  # several processes: make test, not test-fast
 def test_torchrun_two_processes_on_cpu(tiny, tmp_path):
     """torchrun --nproc_per_node 2 (gloo): both ranks train on halves of each batch, rank 0 writes;
     the gradient of the whole batch is what one process computes, so the losses agree closely."""
@@ -306,6 +307,7 @@ def test_torchrun_two_processes_on_cpu(tiny, tmp_path):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
 
 
+@pytest.mark.slow  # several processes: make test, not test-fast
 def test_distill_torchrun_two_processes_on_cpu(tiny, tmp_path):
     """DMD2 under torchrun --nproc_per_node 2 (gloo): the same noise is drawn at the global batch size
     on both ranks, each trains on its half, and the generator's and fake score's gradients are summed,
