@@ -43,9 +43,10 @@ class Generator:
         feats = self.config["features"]
         self.network = _load_network(model_dir, self.config).to(device).eval()
         self.device = torch.device(device)
-        self.clip, self.clap = build_encoders(feats["features"], root, allow_stand_in=self.config["preset"] == "tiny")
-        self.vae = build_vae(feats["features"], root)
-        self.vocoder = build_vocoder({"vocoder": self.config["vocoder"]}, root)
+        self.clip, self.clap = build_encoders(feats["features"], root, allow_stand_in=self.config["preset"] == "tiny",
+                                              device=device)
+        self.vae = build_vae(feats["features"], root).to(device)
+        self.vocoder = build_vocoder({"vocoder": self.config["vocoder"]}, root).to(device)
         self.shapes, self.format = feats["shapes"], feats["format"]
 
     def conditions(self, prompts: list[str]):

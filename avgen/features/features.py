@@ -1,4 +1,4 @@
-"""AVGen features, one batch: each of its shards -> an .npz of what training and evaluation read.
+"""AVGen features, one batch: each of its shards -> a directory of .npy arrays that training reads.
 
 Per sample: the CLIP embedding of its frames (mean of the per-frame embeddings) and of its
 caption, the CLAP embedding of its audio and of its caption (``avgen.features.encoders``: open_clip
@@ -51,7 +51,7 @@ def _encode_sample(s: dict, clip, clap, vae) -> dict:
     return out
 
 
-def shard_features(shard: Path, clip, clap, vae, rejects: Rejects) -> dict[str, np.ndarray] | None:
+def shard_features(shard: Path, clip, clap, vae, rejects: Rejects) -> dict | None:
     """The stacked features of one shard's samples, plus ids and captions; None when none survived."""
     from avgen.pack.format import iter_samples
 
@@ -67,7 +67,9 @@ def shard_features(shard: Path, clip, clap, vae, rejects: Rejects) -> dict[str, 
     if not rows:
         return None
     out = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-    return {**out, "ids": np.array(ids), "captions": np.array(captions)}
+    for k in ("latents", "mel"):  # the bulk of the bytes; float16 keeps a VAE latent's and a log-mel's precision
+        out[k] = out[k].astype(np.float16)
+    return {"arrays": out, "ids": ids, "captions": captions}
 
 
 def run(dataset: str | Path, bid: str, out: str | Path, params: dict, threads: int = 1) -> dict:
@@ -76,19 +78,21 @@ def run(dataset: str | Path, bid: str, out: str | Path, params: dict, threads: i
     from avgen.features.encoders import build_encoders
     from avgen.features.frozen import build_vae
     from avgen.pack.format import batch_shards
+    from avgen.train.data import write_shard
 
     torch.set_num_threads(max(1, threads))
     feats = params["features"]
-    clip, clap = build_encoders(feats, Path("."), allow_stand_in=True)  # at scale: refused at start-up (pipeline)
-    vae = build_vae(feats)
+    device = feats.get("device", "cpu")  # the encoders and the VAE; the arrays come back to the CPU
+    clip, clap = build_encoders(feats, Path("."), allow_stand_in=True, device=device)  # at scale: refused at start-up
+    vae = build_vae(feats).to(device)
     rejects, counts = Rejects(STAGE), {}
     with atomic_path(out, directory=True) as tmp:
         shards = batch_shards(dataset, bid)
         for i, shard in enumerate(shards):
-            arrays = shard_features(shard, clip, clap, vae, rejects)
-            if arrays is not None:
-                np.savez(tmp / f"{shard.stem}.npz", **arrays)
-                counts[shard.stem] = len(arrays["ids"])
+            feats_ = shard_features(shard, clip, clap, vae, rejects)
+            if feats_ is not None:
+                write_shard(tmp / shard.stem, feats_["arrays"], feats_["ids"], feats_["captions"])
+                counts[shard.stem] = len(feats_["ids"])
             log.info("%s %s: %d/%d shards encoded", STAGE, bid, i + 1, len(shards))
         rejects.write(tmp / "rejects.jsonl")
         summary = {"batch": bid, "shards": counts, "samples": sum(counts.values()), "rejected": len(rejects)}

@@ -1,6 +1,6 @@
 """AVGen features index: every batch's per-shard features in one artifact, the ``avgen_features`` milestone.
 
-The per-batch .npz files are gathered under ``shards/`` (hard links where possible) beside
+The per-batch shard directories (.npy arrays, ``avgen.train.data``) are gathered under ``shards/`` (hard links where possible) beside
 ``features.json``: the encoders and the VAE that made them (what the samplers and evaluation
 must decode latents with) and the shapes a model of this data takes. Training reads only this.
 """
@@ -24,15 +24,17 @@ STAGE = "avgen_features_index"
 
 
 def _gather(batches: list[Path], dst: Path) -> tuple[list[Path], list[dict]]:
+    """Every batch's shard directories under ``dst`` (files hard-linked where possible); their files, the rejects."""
     files, rejects = [], []
     for b in batches:
-        for f in sorted(b.glob("*.npz")):
-            target = dst / f.name
-            try:
-                os.link(f, target)
-            except OSError:
-                shutil.copyfile(f, target)
-            files.append(target)
+        for shard in sorted(p for p in b.iterdir() if p.is_dir()):
+            (dst / shard.name).mkdir()
+            for f in sorted(shard.iterdir()):
+                try:
+                    os.link(f, dst / shard.name / f.name)
+                except OSError:
+                    shutil.copyfile(f, dst / shard.name / f.name)
+                files.append(dst / shard.name / f.name)
         rejects += read_jsonl(b / "rejects.jsonl")
     return files, rejects
 
@@ -44,9 +46,11 @@ def run(batches: list[str | Path], out: str | Path, params: dict) -> dict:
         files, rejects = _gather(batches, tmp / "shards")
         if not files:
             raise ValueError(f"{STAGE}: no features in {len(batches)} batches (every sample rejected?)")
-        with np.load(files[0]) as z:
-            shapes = {"video": list(z["latents"].shape[1:]), "audio": list(z["mel"].shape[1:]),
-                      "clip_dim": int(z["clip_text"].shape[1]), "clap_dim": int(z["clap_text"].shape[1])}
+        files = [f for f in files if f.suffix == ".npy" or f.name == "meta.json"]
+        first = files[0].parent
+        z = {a: np.load(first / f"{a}.npy", mmap_mode="r") for a in ("latents", "mel", "clip_text", "clap_text")}
+        shapes = {"video": list(z["latents"].shape[1:]), "audio": list(z["mel"].shape[1:]),
+                  "clip_dim": int(z["clip_text"].shape[1]), "clap_dim": int(z["clap_text"].shape[1])}
         counts = {"samples": sum(read_json(b / "summary.json")["samples"] for b in batches), "shards": len(files)}
         info = {"features": params["features"], "format": params["format"], "shapes": shapes, "counts": counts}
         write_json(tmp / "features.json", info)

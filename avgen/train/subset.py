@@ -11,29 +11,27 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-
-from avgen.train.data import FeatureSet
 
 
-def scores(data: FeatureSet, rank_by: str) -> torch.Tensor:
+def scores(data, rank_by: str) -> torch.Tensor:
+    """One score per row of ``data`` (a ``FeatureSet`` or a memory-mapped ``FeatureStore``)."""
     if rank_by in ("snr_db", "sharpness"):
-        return getattr(data, rank_by).clone()
+        return data.column(rank_by).clone()
     if rank_by == "clip_text":
-        return F.cosine_similarity(data.clip_frames, data.clip_text, dim=1)
+        return data.cosine("clip_frames", "clip_text")
     if rank_by == "clap_text":
-        return F.cosine_similarity(data.clap_audio, data.clap_text, dim=1)
+        return data.cosine("clap_audio", "clap_text")
     raise ValueError(f"params key 'train.stage3.subset.rank_by' must be snr_db, sharpness, clip_text or clap_text, "
                      f"got {rank_by!r}")
 
 
-def select(data: FeatureSet, rule: dict) -> tuple[FeatureSet, dict]:
-    """(the subset, a record of the choice for the artifact's metrics)."""
+def select(data, rule: dict) -> tuple[object, dict]:
+    """(the subset, a record of the choice: the rule, the sizes and the chosen ids)."""
     ok = torch.ones(len(data), dtype=torch.bool)
     if rule.get("min_sharpness") is not None:
-        ok &= data.sharpness >= float(rule["min_sharpness"])
+        ok &= data.column("sharpness") >= float(rule["min_sharpness"])
     if rule.get("min_snr_db") is not None:
-        ok &= data.snr_db >= float(rule["min_snr_db"])
+        ok &= data.column("snr_db") >= float(rule["min_snr_db"])
     eligible = torch.nonzero(ok).flatten()
     if len(eligible) == 0:
         raise ValueError(f"train.stage3.subset: no train clip passes min_sharpness/min_snr_db ({rule}); "
@@ -42,6 +40,5 @@ def select(data: FeatureSet, rule: dict) -> tuple[FeatureSet, dict]:
     keep = max(1, math.floor(len(data) * float(rule["top_fraction"])))
     order = torch.argsort(-s, stable=True)[:keep]
     chosen = eligible[order].sort().values
-    record = {"subset_rule": rule, "subset_size": len(chosen), "train_size": len(data),
-              "subset_ids": [data.ids[i] for i in chosen.tolist()]}
-    return data.take(chosen), record
+    record = {"subset_rule": rule, "subset_size": len(chosen), "train_size": len(data), "subset_ids": data.id_list(chosen)}
+    return data.subset(chosen), record

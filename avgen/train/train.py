@@ -52,10 +52,11 @@ def batch_of(data, idx: torch.Tensor, modality: str):
     ``avgen.models.conditions``."""
     from avgen.models.conditions import AVConditions, pack
 
-    video = data.latents[idx] if modality in ("joint", "video") else None
-    audio = data.mel[idx] if modality in ("joint", "audio") else None
-    cond = AVConditions(clip_text=data.clip_text[idx], clap_text=data.clap_text[idx], modality=modality,
-                        video_shape=tuple(data.latents.shape[1:]), audio_shape=tuple(data.mel.shape[1:]))
+    rows = data.rows(idx)  # read from the memory-mapped shards (or an in-memory split)
+    video = rows.latents if modality in ("joint", "video") else None
+    audio = rows.mel if modality in ("joint", "audio") else None
+    cond = AVConditions(clip_text=rows.clip_text, clap_text=rows.clap_text, modality=modality,
+                        video_shape=tuple(rows.latents.shape[1:]), audio_shape=tuple(rows.mel.shape[1:]))
     return pack(video, audio), cond
 
 
@@ -106,20 +107,31 @@ def _trainer(stage: str, sp: dict, params: dict, g: torch.Generator, fp: str, ch
 
 
 def _network(params: dict, init: Path | None, seed: int):
+    """The previous stage's network; else local pretrained weights (``model.init``, a folder that
+    ``AVGenNetwork.save_pretrained`` wrote, whose modules must be the preset's); else a fresh init."""
     from avgen.models.network import AVGenNetwork
-    from avgen.models.presets import build
+    from avgen.models.presets import build, resolve
 
     if init is not None:
         log.info("continuing from %s", init)
         return AVGenNetwork.from_pretrained(init / "model"), f"previous stage {init.name}"
+    pretrained = params["model"].get("init")
+    if pretrained:
+        net = AVGenNetwork.from_pretrained(pretrained)
+        want = resolve(params["model"]["preset"])
+        if {m: {k: c.get(k) for k in want[m]} for m, c in net.config.items()} != want:
+            raise ValueError(f"params key 'model.init': {pretrained} holds another architecture than the "
+                             f"'{params['model']['preset']}' preset (model.preset)")
+        log.info("starting from the pretrained network %s", pretrained)
+        return net, f"model.init {pretrained}"
     return build(params["model"]["preset"], seed=seed), "scratch"
 
 
 def _train_data(features: Path, stage: str, sp: dict) -> tuple[object, dict]:
-    from avgen.train.data import load_split
+    from avgen.train.data import open_split
     from avgen.train.subset import select
 
-    train = load_split(features, "train")
+    train = open_split(features, "train")
     if stage != "stage3":
         return train, {"train_size": len(train)}
     return select(train, sp["subset"])
@@ -143,7 +155,7 @@ def train_stage(stage: str, features: Path, out: Path, params: dict, checkpoint_
              params["model"]["preset"], n_params / 1e6, len(train), len(val), "/".join(MODALITIES[stage]))
     g = torch.Generator().manual_seed(seed)
     method = FlowMatching(model, _method_config(sp), g, device)
-    inputs = sorted((features / "shards").glob("*.npz")) + (sorted(init.glob("model/*/*.safetensors")) if init else [])
+    inputs = sorted((features / "shards").glob("*/*.npy")) + (sorted(init.glob("model/*/*.safetensors")) if init else [])
     fp = fingerprint(f"avgen_{stage}", params, {f"{p.parent.name}/{p.name}": sha256_file(p) for p in inputs},
                      script_code_files("avgen_train"), world_size=world)
     trainer = _trainer(stage, sp, params, g, fp, checkpoint_dir, live_dir)
@@ -176,10 +188,13 @@ def _finish(model, val, run: Run, params: dict, sp: dict, info: dict, features: 
     log.info("avgen %s: val loss %s -> %s", info["stage"], before, after)
     config = {"kind": "avgen", "stage": info["stage"], "preset": params["model"]["preset"], "shift": float(sp["shift"]),
               "started_from": info["started_from"], "features": read_json(features / "features.json"),
-              "vocoder": params["model"]["vocoder"], "subset": info["subset"]}
+              "vocoder": params["model"]["vocoder"],
+              "subset": {k: v for k, v in info["subset"].items() if k != "subset_ids"}}
     with atomic_path(out, directory=True) as tmp:
         model.save_pretrained(tmp / "model")
         write_json(tmp / "config.json", config)
+        if "subset_ids" in info["subset"]:  # stage 3: which clips it fine-tuned on (one id a line)
+            (tmp / "subset_ids.txt").write_text("".join(f"{i}\n" for i in info["subset"]["subset_ids"]))
         write_json(tmp / "metrics.json", metrics)
         write_csv(tmp / "loss.csv", ["step", "loss", "lr", "grad_norm"],
                   ([s, f"{r['loss']:.6f}", f"{r['lr']:.6e}", f"{r['grad_norm']:.6f}"] for s, r in run.rows))
