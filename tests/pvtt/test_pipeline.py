@@ -139,7 +139,8 @@ def _dry_run_jobs(tmp_path, n_videos: int, per_job: int) -> dict[str, int]:
     """{rule: jobs} of `snakemake -n all_pvtt` on the sample with ``n_videos`` videos, ``per_job`` per job."""
     cfg = tmp_path / f"v{n_videos}_k{per_job}.yaml"
     cfg.write_text(yaml.safe_dump({"pvtt": {"sample": {"n_videos": n_videos}, "data": {"videos_per_job": per_job}}}))
-    res = subprocess.run(["snakemake", "-n", "--cores", "1", "all_pvtt", "--configfile", str(cfg), "--quiet", "rules"],
+    # --forceall: every job of the DAG, whatever this checkout has built already
+    res = subprocess.run(["snakemake", "-n", "--forceall", "--cores", "1", "all_pvtt", "--configfile", str(cfg), "--quiet", "rules"],
                          cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     stats = res.stdout[res.stdout.index("Job stats:"):] if "Job stats:" in res.stdout else res.stdout

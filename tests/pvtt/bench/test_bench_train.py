@@ -5,12 +5,14 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 from test_checkpoint import MODEL, TD, TEACHER, make_tiny_latents
 
 from pvtt.bench.train import bench
 
 
+@pytest.mark.slow  # a training run: make test, not test-fast
 def test_bench_reports_loader_and_step_rates(tmp_path):
     lat = make_tiny_latents(tmp_path)
     params = {"model": MODEL, "train_data": TD, "teacher": TEACHER}

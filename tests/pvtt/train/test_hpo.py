@@ -37,6 +37,7 @@ def latents(tmp_path_factory):
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # a training run: make test, not test-fast
 def test_search_writes_best_and_is_deterministic(latents, tmp_path):
     out = tmp_path / "hpo"
     best = search(latents, out, hpo_params())
@@ -83,6 +84,7 @@ def test_invalid_counts_name_the_key(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a training run: make test, not test-fast
 def test_failed_trial_is_recorded_and_the_search_goes_on(latents, tmp_path):
     """A real failure: an lr of ~1e33 makes the weights overflow, the validation loss is NaN and
     the trial is FAIL with the reason; the other trials (seed 15: lr ~2e-2 and ~1e-2) complete."""

@@ -46,6 +46,7 @@ def test_batches_are_a_pure_function_of_seed_and_step(dataset):
         ShardDataset(dataset, "benchmark", TD)
 
 
+@pytest.mark.slow  # a training run: make test, not test-fast
 def test_teacher_streams_from_shards_and_resumes_exactly(dataset, tmp_path, monkeypatch, caplog):
     """teacher.data: stream trains from the shards; the number of decoding workers changes
     nothing, and a crash resumed from its checkpoint ends in the same artifact."""

@@ -66,6 +66,7 @@ def test_unknown_target_is_named():
         apply_lora(build_dit("tiny", C, 0), {"rank": 2, "targets": ["mlp"]})
 
 
+@pytest.mark.slow  # a training run: make test, not test-fast
 def test_teacher_with_lora_writes_adapter_and_merged_model_and_resumes_exactly(tmp_path, monkeypatch):
     """The teacher stage with teacher.lora.rank > 0: adapter files beside a merged plain DiT, and a
     crash mid-run resumes from the checkpoint (LoRA weights included) to the same bytes."""

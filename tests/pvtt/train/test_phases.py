@@ -46,6 +46,7 @@ def test_phase_params_override_the_shared_teacher_keys():
     assert phase1_spec(other)[1] == {**TD, "width": 16}
 
 
+@pytest.mark.slow  # a training run: make test, not test-fast
 def test_three_phases_chain_and_phase3_unfreezes_the_last_block(lat, tmp_path):
     from pvtt.train.teacher import train_teacher
 
@@ -101,6 +102,7 @@ def test_phase1_resolution_gets_its_own_latent_cache(tmp_path):
         load_latents(tmp_path / "latents", comp, small)
 
 
+@pytest.mark.slow  # a training run: make test, not test-fast
 def test_periodic_evaluation_does_not_change_training(lat, tmp_path):
     from pvtt.train.teacher import train_teacher
 
