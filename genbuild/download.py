@@ -51,7 +51,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -60,6 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from genbuild.io.atomic import link_or_copy
 from genbuild.manifest import sha256_file
 
 log = logging.getLogger("genbuild.download")
@@ -360,10 +360,7 @@ def _hand_out(final: Path, copy_to: Path | None) -> Path | None:
         return None
     copy_to = Path(copy_to)
     copy_to.unlink(missing_ok=True)
-    try:
-        os.link(final, copy_to)
-    except OSError:
-        shutil.copyfile(final, copy_to)
+    link_or_copy(final, copy_to)
     return copy_to
 
 

@@ -18,7 +18,6 @@ as mp4s with their sound muxed in (H.264 + AAC, ``genbuild.io.av``).
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.av import write_av
 from genbuild.io.jsonio import write_json
-from genbuild.io.video import read_frames
+from genbuild.io.video import read_frames_bytes
 from genbuild.manifest import write_manifest
 from genbuild.metrics.learned import Unavailable
 
@@ -44,11 +43,7 @@ def ground_truth(dataset: Path, n: int) -> list[dict]:
     out = []
     for shard in split_shards(dataset, "benchmark"):
         for s in iter_samples(shard):
-            with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
-                f.write(s["mp4"])
-                f.flush()
-                frames = read_frames(f.name)
-            out.append({"id": s["meta"]["id"], "caption": s["caption"], "frames": frames, "audio": s["audio"],
+            out.append({"id": s["meta"]["id"], "caption": s["caption"], "frames": read_frames_bytes(s["mp4"]), "audio": s["audio"],
                         "sample_rate": s["sample_rate"], "fps": s["meta"]["fps"]})
             if len(out) == n:
                 return out

@@ -10,7 +10,6 @@ encoders and the VAE out of the training loop. A sample that fails is a reject; 
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from genbuild import stage as cli
 from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import write_json
 from genbuild.io.rejects import Rejects
-from genbuild.io.video import MediaError, read_frames
+from genbuild.io.video import MediaError, read_frames_bytes
 
 log = logging.getLogger("avgen.features.features")
 
@@ -27,19 +26,12 @@ STAGE = "avgen_features"
 MEASURES = ("snr_db", "sharpness")
 
 
-def _frames(mp4: bytes) -> np.ndarray:
-    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
-        f.write(mp4)
-        f.flush()
-        return read_frames(f.name)
-
-
 def _encode_sample(s: dict, clip, clap, vae) -> dict:
     import torch
 
     from avgen.models.frozen import encode_frames
 
-    frames = _frames(s["mp4"])
+    frames = read_frames_bytes(s["mp4"])
     with torch.no_grad():
         lat = encode_frames(vae, frames)
         row = {"clip_frames": clip.image(frames).mean(0), "clip_text": clip.text([s["caption"]])[0],

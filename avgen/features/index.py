@@ -7,14 +7,12 @@ must decode latents with) and the shapes a model of this data takes. Training re
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from genbuild import stage as cli
-from genbuild.io.atomic import atomic_path
+from genbuild.io.atomic import atomic_path, link_or_copy
 from genbuild.io.jsonio import read_json, read_jsonl, write_json, write_jsonl
 from genbuild.manifest import write_manifest
 
@@ -30,10 +28,7 @@ def _gather(batches: list[Path], dst: Path) -> tuple[list[Path], list[dict]]:
         for shard in sorted(p for p in b.iterdir() if p.is_dir()):
             (dst / shard.name).mkdir()
             for f in sorted(shard.iterdir()):
-                try:
-                    os.link(f, dst / shard.name / f.name)
-                except OSError:
-                    shutil.copyfile(f, dst / shard.name / f.name)
+                link_or_copy(f, dst / shard.name / f.name)
                 files.append(dst / shard.name / f.name)
         rejects += read_jsonl(b / "rejects.jsonl")
     return files, rejects

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from genbuild.data.shards import iter_raw_samples
+from genbuild.io.av import read_wav, wav_bytes  # noqa: F401  (the .wav member's codec, re-exported)
 
 SPLITS = ("train", "val", "benchmark")
 MEMBERS = ("mp4", "wav", "mel.npy", "txt", "json")
@@ -35,25 +35,6 @@ def batch_shards(dataset_dir: str | Path, batch: str) -> list[Path]:
 
 def split_shards(dataset_dir: str | Path, split: str) -> list[Path]:
     return sorted((Path(dataset_dir) / "shards").glob(f"{split}-*.tar"))
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """Mono float audio in [-1, 1] -> a PCM16 WAV file's bytes (no timestamps: reproducible)."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(int(sample_rate))
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
-
-
-def read_wav(data: bytes) -> tuple[np.ndarray, int]:
-    with wave.open(io.BytesIO(data), "rb") as w:
-        sr, n = w.getframerate(), w.getnframes()
-        pcm = np.frombuffer(w.readframes(n), dtype="<i2")
-    return pcm.astype(np.float32) / 32767.0, sr
 
 
 def npy_bytes(a: np.ndarray) -> bytes:

@@ -10,12 +10,10 @@ thresholds and formats that produced it. ``card.json`` is the DVC metrics file,
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 from genbuild import stage as cli
-from genbuild.io.atomic import atomic_path, write_text
+from genbuild.io.atomic import atomic_path, link_or_copy, write_text
 from genbuild.io.jsonio import read_json, read_jsonl, write_json, write_jsonl
 from genbuild.manifest import write_manifest
 
@@ -23,13 +21,6 @@ log = logging.getLogger("avgen.pack.pack")
 
 STAGE = "avgen_pack"
 SUBSTAGES = (("raw", "avgen_ingest"), ("filter", "avgen_filter"), ("format", "avgen_format"))
-
-
-def _link(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def _totals(work: Path, batches: list[str]) -> tuple[dict, list[dict], dict]:
@@ -82,7 +73,7 @@ def run(work: str | Path, batches: list[str], out: str | Path, params: dict) -> 
         shards = []
         for b in batches:
             for src in sorted((work / "format" / b / "shards").glob("*.tar")):
-                _link(src, tmp / "shards" / src.name)
+                link_or_copy(src, tmp / "shards" / src.name)
                 shards.append(tmp / "shards" / src.name)
         write_jsonl(tmp / "rejects.jsonl", rejects)
         write_json(tmp / "card.json", card)

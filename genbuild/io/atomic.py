@@ -127,6 +127,15 @@ def atomic_path(final: str | os.PathLike, directory: bool = False) -> Iterator[P
     fsync_path(final.parent)
 
 
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """``dst`` as a hard link of ``src`` (no bytes copied, same inode), or a copy where the file
+    system cannot link (another device, no link support)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

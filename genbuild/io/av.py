@@ -6,6 +6,7 @@ encoded to AAC (ffmpeg's native encoder, bit-exact flags): the same inputs give 
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import wave
@@ -19,13 +20,28 @@ from genbuild.io.video import BITEXACT, MediaError, ffmpeg_bin, ffmpeg_url, run_
 AAC_BITRATE = "128k"
 
 
-def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """Mono float audio in [-1, 1] -> a PCM16 WAV file's bytes (no timestamps: reproducible)."""
     pcm = (np.clip(np.asarray(audio, np.float32), -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(int(sample_rate))
         w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """A PCM16 WAV file's bytes -> (float32 samples in [-1, 1], sample rate)."""
+    with wave.open(io.BytesIO(data), "rb") as w:
+        sr, n = w.getframerate(), w.getnframes()
+        pcm = np.frombuffer(w.readframes(n), dtype="<i2")
+    return pcm.astype(np.float32) / 32767.0, sr
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    Path(path).write_bytes(wav_bytes(audio, sample_rate))
 
 
 def write_av(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int,

@@ -13,6 +13,7 @@ import re
 import shutil
 import struct
 import subprocess
+import tempfile
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -324,6 +325,15 @@ def read_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, fp
     if n == 0:
         raise MediaError(f"{path}: decoded no frames")
     return np.frombuffer(res.stdout[: n * frame_bytes], dtype=np.uint8).reshape(n, h, w, 3).copy()
+
+
+def read_frames_bytes(data: bytes, **kw) -> np.ndarray:
+    """``read_frames`` of an mp4 held in memory (a shard member): through a temporary file, which ffmpeg
+    can seek in (an mp4's index may sit at its end, so a pipe will not do)."""
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+        f.write(data)
+        f.flush()
+        return read_frames(f.name, **kw)
 
 
 def x264_args(crf: int, preset: str, threads: int) -> list[str]:

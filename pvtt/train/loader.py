@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from PIL import Image
 from genbuild.data import loader as kit
 from genbuild.data.loader import StepBatches, batch_indices  # noqa: F401  (the trainers' batch order)
 from genbuild.data.shards import shard_paths  # noqa: F401
-from genbuild.io.video import read_frames
+from genbuild.io.video import read_frames_bytes
 from pvtt.models.encoders import reference_to_tensor
 from pvtt.pack.format import MEMBERS
 from pvtt.train.data import Triplets, frame_indices
@@ -34,10 +33,7 @@ GEOMETRY = ("width", "height", "frames", "frame_stride", "reference_size")
 
 def video_tensor(data: bytes, size: tuple[int, int], idx_fn) -> torch.Tensor:
     """An mp4's bytes -> (3, F, H, W) in [-1, 1] at ``size``, frames ``idx_fn(n)``."""
-    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
-        f.write(data)
-        f.flush()
-        frames = read_frames(f.name, size=size)
+    frames = read_frames_bytes(data, size=size)
     frames = frames[idx_fn(len(frames))]
     return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
