@@ -10,23 +10,28 @@ What a good clip is, and why:
 * One object (a disc = "ball" or a square = "block", in a saturated colour) bounces under
   gravity on a floor. The motion is solved analytically (no time step), so impact times are
   exact and do not depend on the frame rate; each impact plays a short decaying noise burst plus
-  a low thump at that exact sample. The object loses energy (restitution < 1) and hops back up
-  to its apex when a bounce would land sooner than MIN_FLIGHT, so a clip of any length keeps
-  having events.
+  a low thump at that exact sample. Every bounce returns to the same apex (a lively ball), so a
+  clip of any length keeps having events, FLIGHT (0.875 s) apart.
 * The scene is built so that AV-Align (avgen.eval.av_align: audio onsets vs optical-flow peaks
-  within +-1 frame) tells the synchronous clip from the same clip with its audio delayed by 0.5 s
-  (the evaluation's check) after the format stage (64 x 64 centre crop at 8 fps), for every clip:
-  any two impacts are >= MIN_FLIGHT (0.8 s) apart and the first comes at FIRST_IMPACT (0.82-0.87 s),
-  so a delayed impact sound, and the delayed audio's own onset at 0.5 s where its silence ends,
-  land >= ~0.3 s from any impact, further than the +-125 ms window plus the flow peaks' spread
-  around an impact (a frame before to two after); the second impact comes before 1.75 s, the
-  last flow entry that can be a peak. One object, because two independent bouncers cannot keep
-  their impacts that far apart in 2 s (1-3 objects gave ~10 impacts per 2 s, and a delayed sound
-  almost always found one within +-125 ms). Big and slow: at 64 x 64 Farneback flow under-reads
-  a displacement beyond about half the object, so the ball (radius >= 7 px there) lands at
-  <= 0.8 frame heights/s (<= 6.4 px per 8-fps frame); it stays within the centred square, which
-  the crop keeps, and its colour is dark in grey (flow sees luminance only; an orange or yellow
-  ball on the light wall was all but invisible to it).
+  strictly within +-1 frame) tells the synchronous clip from the same clip with its audio delayed
+  by 0.5 s (the evaluation's check) after the format stage (64 x 64 centre crop at EVENT_FPS = 8,
+  frame i showing time i / 8), for every clip:
+  - every impact falls mid-way between two frames (6.5 and 13.5 frames in, +-0.15 frame): the
+    flow of the frame pair that holds the impact folds (down, then up) and reads low, so the
+    flow peaks on the falling pair just before it, within the window; an impact on a frame time
+    would put the peak on the rising pair one whole frame later, outside it;
+  - impacts are 0.875 s apart and the first comes at ~0.81 s, so a delayed impact sound, and the
+    delayed audio's own onset at 0.5 s where its silence ends, land >= ~0.3 s from any impact,
+    further than the +-125 ms window; the second impact comes before 1.75 s, the last flow entry
+    that can be a peak;
+  - one object, because two independent bouncers cannot keep their impacts that far apart in
+    2 s (1-3 objects gave ~10 impacts per 2 s, and a delayed sound almost always found one
+    within +-125 ms);
+  - big and slow: at 64 x 64 Farneback flow under-reads a displacement beyond about half the
+    object, so the ball (radius >= 7 px there) lands at <= 0.8 frame heights/s (<= 6.4 px per
+    8-fps frame); it stays within the centred square, which the crop keeps, and its colour is
+    dark in grey (flow sees luminance only; an orange or yellow ball on the light wall was all
+    but invisible to it).
 * One object is the sound "source": a continuous sine (phase accumulated sample by sample, so
   no clicks) whose pitch follows its height, 300 Hz on the floor to 1200 Hz at the highest apex.
   A tone that moves through the spectrum is also what a reference-free SNR estimate needs
@@ -82,10 +87,11 @@ AUDIO_BITRATE = "96k"
 FLOOR_Y = 0.86              # floor line
 GRAVITY = 1.8               # frame heights / s^2 (slow: see the module docstring)
 RADIUS = (0.11, 0.15)       # >= 11 % of the frame height: >= 7 px of radius at the format stage's 64 x 64
-APEX = (0.15, 0.17)         # apex height above the floor (object bottom): flights of 0.82-0.87 s
-RESTITUTION = (0.93, 0.97)  # a lively ball: the bounce after the apex's lands 0.76-0.84 s later
-MIN_FLIGHT = 0.8            # s between impacts at least: a bounce that would land sooner hops back to the apex
-FIRST_IMPACT = (0.82, 0.87) # s: when the first impact happens (the object starts in mid-flight)
+EVENT_FPS = 8               # the format stage's fps: every impact falls mid-way between two of its frames
+FLIGHT_FRAMES = 7           # each bounce lasts 7 frames at EVENT_FPS (FLIGHT = 0.875 s between impacts)
+FIRST_IMPACT_FRAMES = 6.5   # the first impact, 6.5 frames in (0.8125 s), jittered by +-JITTER_FRAMES
+JITTER_FRAMES = 0.15
+FLIGHT = FLIGHT_FRAMES / EVENT_FPS
 VX = 0.06                   # horizontal speed, at most this many frame heights per second
 TONE_HZ = (300.0, 1200.0)
 TONE_AMP = 0.16
@@ -157,7 +163,6 @@ class Body:
     x0: float              # horizontal start, fraction of the way across the centred square
     vx: float              # frame heights per second (reflects at the square's sides, silently)
     apex: float
-    restitution: float
     segments: np.ndarray   # (n, 3): start time, height, upward velocity of each flight
     impacts: np.ndarray    # (m, 2): time, impact speed
 
@@ -180,12 +185,11 @@ class Body:
         return lo + np.where(u > span, 2 * span - u, u)
 
 
-def flights(h0: float, v0: float, apex: float, e: float, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+def flights(h0: float, v0: float, apex: float, seconds: float) -> tuple[np.ndarray, np.ndarray]:
     """Analytic bouncing: (flight segments [t, h, v], impacts [t, speed]) up to ``seconds``.
 
-    Each impact reverses the velocity scaled by the restitution ``e``; a bounce that would land
-    again sooner than MIN_FLIGHT s hops back up to the apex (a lively object keeps making events,
-    and no two impacts are closer than MIN_FLIGHT)."""
+    After the first landing every bounce leaves at the speed that reaches ``apex`` (a lively ball:
+    all flights last the same 2 sqrt(2 apex / g), so the impacts keep their place on the frame grid)."""
     segs, hits = [(0.0, h0, v0)], []
     t, h, v = 0.0, h0, v0
     v_apex = math.sqrt(2 * GRAVITY * apex)
@@ -194,11 +198,8 @@ def flights(h0: float, v0: float, apex: float, e: float, seconds: float) -> tupl
         t += dt
         if t > seconds:
             break
-        speed = math.sqrt(v * v + 2 * GRAVITY * h)
-        hits.append((t, speed))
-        h, v = 0.0, e * speed
-        if 2 * v / GRAVITY < MIN_FLIGHT:
-            v = v_apex
+        hits.append((t, math.sqrt(v * v + 2 * GRAVITY * h)))
+        h, v = 0.0, v_apex
         segs.append((t, h, v))
     return np.asarray(segs, np.float64), np.asarray(hits, np.float64).reshape(-1, 2)
 
@@ -217,12 +218,11 @@ def plan_bodies(rng: np.random.Generator, seconds: float) -> list[Body]:
     name, rgb = PALETTE[int(rng.integers(len(PALETTE)))]
     shape = str(rng.choice(list(SHAPES)))
     radius = float(rng.uniform(*RADIUS))
-    apex = float(rng.uniform(*APEX))
-    e = float(rng.uniform(*RESTITUTION))
-    h0, v0 = launch(apex, float(rng.uniform(*FIRST_IMPACT)))
-    segs, hits = flights(h0, v0, apex, e, seconds)
+    apex = GRAVITY * FLIGHT * FLIGHT / 8                                # a flight of FLIGHT s
+    first = (FIRST_IMPACT_FRAMES + float(rng.uniform(-JITTER_FRAMES, JITTER_FRAMES))) / EVENT_FPS
+    segs, hits = flights(*launch(apex, first), apex, seconds)
     x0, vx = float(rng.uniform(0.0, 1.0)), float(rng.uniform(-VX, VX))
-    return [Body(shape, name, rgb, radius, x0, vx, apex, e, segs, hits)]
+    return [Body(shape, name, rgb, radius, x0, vx, apex, segs, hits)]
 
 
 # ----------------------------------------------------------------------------- pictures

@@ -51,12 +51,12 @@ def _ffmpeg(cmd: list[str], path: Path, what: str) -> bytes:
 def standard_video(path: str | os.PathLike, size: int, fps: float, seconds: float) -> np.ndarray:
     """(round(seconds * fps), size, size, 3) uint8 RGB: fps filter, shorter side to ``size``, centre crop.
 
-    Known offset: the fps filter rounds to the nearest source frame, so output frame i shows the
-    source at i / fps + 1/(3 fps) for 24 -> 8 fps (42 ms early against the sound); ``round=up`` would
-    take the frame at i / fps. Left as is for now: the sample's AV-Align check is tuned on it (README)."""
+    ``round=up``: output frame i is the source picture shown at i / fps, in step with the sound
+    (the fps filter's default rounds to the nearest source frame, which for 24 -> 8 fps takes the
+    picture of i / fps + 1/24 s: the video would lead its audio by 42 ms)."""
     path = Path(path)
     n = int(round(seconds * fps))
-    vf = (f"fps={fps},scale={size}:{size}:force_original_aspect_ratio=increase:flags=area,"
+    vf = (f"fps={fps}:round=up,scale={size}:{size}:force_original_aspect_ratio=increase:flags=area,"
           f"crop={size}:{size}:(in_w-{size})/2:(in_h-{size})/2,setsar=1")
     cmd = [ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", "1", *input_args(path), "-map", "0:v:0", "-vf", vf,
            "-frames:v", str(n), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]

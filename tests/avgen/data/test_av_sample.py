@@ -90,11 +90,11 @@ def test_bad_sample_params_name_the_key(tmp_path):
 
 
 def test_bounces_are_physical():
-    segs, hits = av_sample.flights(0.4, 0.0, 0.4, 0.8, 3.0)
+    segs, hits = av_sample.flights(0.4, 0.0, 0.4, 3.0)
     t_first = (2 * 0.4 / av_sample.GRAVITY) ** 0.5
     assert hits[0, 0] == pytest.approx(t_first) and hits[0, 1] == pytest.approx(av_sample.GRAVITY * t_first)
     assert np.all(np.diff(hits[:, 0]) > 0) and len(segs) == len(hits) + 1
-    body = av_sample.Body("disc", "red", (255, 0, 0), 0.06, 0.5, 0.0, 0.4, 0.8, segs, hits)
+    body = av_sample.Body("disc", "red", (255, 0, 0), 0.06, 0.5, 0.0, 0.4, segs, hits)
     assert body.height(hits[:, 0]) == pytest.approx(np.zeros(len(hits)), abs=1e-9)
     assert body.height(np.linspace(0, 3, 500)).max() <= 0.4 + 1e-9
 
@@ -108,9 +108,10 @@ def test_main_cli(tmp_path):
 
 def test_scenes_keep_impacts_apart_and_objects_in_view():
     """What lets AV-Align tell a clip from its 0.5-s-delayed audio after the 64 x 64, 8 fps format
-    (see the module docstring): one object, impacts >= MIN_FLIGHT apart, the first late enough that
-    the delayed audio's own onset at 0.5 s is far from it, the second before the last flow peak
-    (1.75 s); big, slow, dark in grey against every wall, and inside the centred square."""
+    (see the module docstring): one object, impacts FLIGHT apart and within 0.15 frame of a frame
+    midpoint, the first late enough that the delayed audio's own onset at 0.5 s is far from it,
+    the second before the last flow peak (1.75 s); big, slow, dark in grey against every wall,
+    and inside the centred square."""
     luma = lambda rgb: 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]  # noqa: E731
     walls = [luma(w) for _, _, w in av_sample.FLOORS]
     t = np.linspace(0.0, 2.0, 401)
@@ -119,17 +120,19 @@ def test_scenes_keep_impacts_apart_and_objects_in_view():
         assert len(bodies) == 1
         b = bodies[0]
         ev = b.impacts[:, 0]
-        assert len(ev) == 2 and 0.8 <= ev[0] <= 0.9 and ev[1] - ev[0] >= av_sample.MIN_FLIGHT and ev[1] < 1.75, ev
+        assert len(ev) == 2 and 0.79 <= ev[0] <= 0.84 and ev[1] - ev[0] == pytest.approx(0.875) and ev[1] < 1.75, ev
+        frames = ev * av_sample.EVENT_FPS
+        assert np.abs(frames - np.floor(frames) - 0.5).max() <= 0.15 + 1e-9, frames
         assert b.radius >= 0.1 and b.impacts[:, 1].max() * 64 / 8 < 6.5          # px per 8-fps frame at 64 x 64
         assert min(walls) - luma(b.rgb) > 50
         x = b.x(t, 640 / 480) * 640
         assert x.min() - b.radius * 480 >= 80 - 1e-6 and x.max() + b.radius * 480 <= 560 + 1e-6
 
 
-def test_longer_clips_keep_bouncing_with_gaps_of_min_flight():
-    segs, hits = av_sample.flights(0.0, math.sqrt(2 * av_sample.GRAVITY * 0.16), 0.16, 0.95, 20.0)
-    gaps = np.diff(hits[:, 0])
-    assert len(hits) > 20 and gaps.min() >= av_sample.MIN_FLIGHT and len(np.unique(gaps.round(6))) == 2
+def test_longer_clips_keep_bouncing_one_flight_apart():
+    apex = av_sample.GRAVITY * av_sample.FLIGHT ** 2 / 8
+    segs, hits = av_sample.flights(0.0, math.sqrt(2 * av_sample.GRAVITY * apex), apex, 20.0)
+    assert len(hits) == int(20.0 / av_sample.FLIGHT) and np.diff(hits[:, 0]) == pytest.approx(av_sample.FLIGHT)
 
 
 def test_the_tone_follows_the_source_height():
