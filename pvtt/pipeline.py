@@ -33,7 +33,7 @@ def _r(params, script, smk):
     return Rule(tuple(params), script, smk)
 
 
-DISTILL = ["distill.common"]
+DISTILL = ["distill.common", "distill.gate", "eval.teacher_steps", "eval.cfg_scale"]
 # The encoder settings of the stages that write video (not all of ``video``: its ``timeouts`` bound
 # processes without changing results, and reach the jobs through the environment, rules/common.smk).
 ENCODER = ["video.crf", "video.preset", "video.threads"]

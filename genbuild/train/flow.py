@@ -11,6 +11,8 @@ the objective, Euler sampling and a fixed-noise progress measure. Conditions are
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -49,16 +51,34 @@ def guided_velocity(model, x: torch.Tensor, sigma: torch.Tensor, cond: Condition
     return v_uncond + cfg_scale * (v_cond - v_uncond)
 
 
+@dataclass
+class KeepRegion:
+    """Known clean latents to keep where ``weight`` is 1 (latent blending, as in RePaint and
+    Diffusers' inpainting pipelines): after every sampling step that region is replaced by the
+    known latents noised to the step's level with the sampler's own noise, so the model only
+    fills the rest and the kept region ends exactly as given. ``weight`` in [0, 1] broadcasts
+    over the latents (soft edges blend)."""
+
+    latents: torch.Tensor
+    weight: torch.Tensor
+
+    def apply(self, x: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.weight * noisy(self.latents, noise, sigma.reshape(-1)) + (1 - self.weight) * x
+
+
 @torch.no_grad()
 def sample(model, cond: Conditioning, noise: torch.Tensor, steps: int, shift: float, cfg_scale: float = 1.0,
-           velocity_fn=None) -> torch.Tensor:
-    """Euler integration of the flow from noise (s=1) to data (s=0) in ``steps`` steps."""
+           velocity_fn=None, keep: KeepRegion | None = None) -> torch.Tensor:
+    """Euler integration of the flow from noise (s=1) to data (s=0) in ``steps`` steps; ``keep``
+    holds a region to the known latents at every step (``KeepRegion``)."""
     velocity_fn = velocity_fn or (lambda x, s: guided_velocity(model, x, s, cond, cfg_scale))
     sigmas = sigma_schedule(steps, shift)
     x = noise
     for i in range(steps):
         v = velocity_fn(x, sigmas[i])
         x = x + (sigmas[i + 1] - sigmas[i]) * v
+        if keep is not None:
+            x = keep.apply(x, noise, sigmas[i + 1])
     return x
 
 
@@ -92,14 +112,24 @@ def noisy(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.T
     return (1 - s) * x0 + s * noise
 
 
-def flow_matching_loss(model, x0: torch.Tensor, cond: Conditioning, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error; with ``weight`` (broadcast to the elements) the weighted mean."""
+    if weight is None:
+        return F.mse_loss(pred, target)
+    w = weight.to(pred.dtype).expand_as(pred)
+    return ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def flow_matching_loss(model, x0: torch.Tensor, cond: Conditioning, sigma: torch.Tensor, noise: torch.Tensor,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
     """MSE on the velocity (Wan's objective); on x0 for source-residual models, where the
-    velocity's 1/s factor would blow up the weight of the lowest noise levels."""
+    velocity's 1/s factor would blow up the weight of the lowest noise levels. ``weight``:
+    per-element weights (e.g. a region's), a weighted mean instead of the plain one."""
     x_t = noisy(x0, noise, sigma)
     v = call_model(model, x_t, sigma, cond)
     if getattr(model, "prediction", "velocity") == "source_residual":
-        return F.mse_loss(x0_from_velocity(x_t, v, sigma), x0)
-    return F.mse_loss(v, noise - x0)
+        return weighted_mse(x0_from_velocity(x_t, v, sigma), x0, weight)
+    return weighted_mse(v, noise - x0, weight)
 
 
 def x0_from_velocity(x_t: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

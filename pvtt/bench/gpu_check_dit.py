@@ -294,11 +294,15 @@ def _nothing():
 # -------------------------------------------------------------------------------------- DMD2 step
 def dmd2_step(shape: Shape, device: torch.device) -> dict:
     """One DMD2 generator update (``critic_steps`` fake-score updates first) with the distill params
-    of ``params.yaml`` (student_4: 4 steps, CFG 3, 5 critic steps), full-weight generator and fake
-    score as the students train, gradient checkpointing, bf16 autocast around the step."""
+    of ``params.yaml`` (student_4: 4 steps, the critic steps), full-weight generator and fake
+    score as the students train, gradient checkpointing, bf16 autocast around the step. The
+    generator terms that work on latents are on (``distill.common.losses``: background and the
+    adversarial head on the fake score's last block); temporal and identity decode frames, which
+    this latents-only check does not hold (they run on the sample, pvtt/train/distill_losses.py)."""
     import yaml
 
-    from genbuild.train.methods.dmd2 import DMD2, DMDConfig
+    from genbuild.train.methods.dmd2 import DMD2, DMDConfig, GeneratorTerm
+    from pvtt.train.distill_losses import adversarial, background_loss
 
     distill = yaml.safe_load((ROOT / "params.yaml").read_text())["pvtt"]["distill"]
     common, own = distill["common"], distill["student_4"]
@@ -309,7 +313,10 @@ def dmd2_step(shape: Shape, device: torch.device) -> dict:
     cfg = DMDConfig(steps=int(own["steps"]), iterations=1, lr=float(own["lr"]), fake_lr=float(common["fake_lr"]),
                     cfg_scale=float(common["cfg_scale"]), critic_steps=int(common["critic_steps"]),
                     regression_weight=float(common["regression_weight"]), shift=3.0, batch_size=1)
-    dmd = DMD2(generator, teacher, cfg)
+    losses = common.get("losses") or {}
+    terms = {"background": GeneratorTerm(float(losses.get("background", {}).get("weight", 1.0)) or 1.0, background_loss)}
+    gan = adversarial({"weight": 0.05, **(losses.get("adversarial") or {})}, generator, 0)
+    dmd = DMD2(generator, teacher, cfg, terms=terms, adversarial=gan)
     x0, cond = batch(shape)
     sync(device)
     t0 = time.perf_counter()
@@ -324,7 +331,8 @@ def dmd2_step(shape: Shape, device: torch.device) -> dict:
     peak, _ = peak_tflops(device)
     out = {"step_s": round(seconds, 3), "peak_mem_gib": peak_gib(device), "critic_steps": cfg.critic_steps,
            "student_steps": cfg.steps, "simulated_steps": sim, "cfg_scale": cfg.cfg_scale,
-           "losses": {k: round(float(v), 5) for k, v in row.items()}, "params_per_network": sum(p.numel() for p in generator.parameters()),
+           "losses": {k: round(float(v), 5) for k, v in row.items()}, "terms_on": list(dmd.columns),
+           "params_per_network": sum(p.numel() for p in generator.parameters()),
            "precision": "bf16 autocast around DMD2.step (pvtt/train/distill.py runs it without autocast)",
            "note": "one step, first call: includes kernel selection (no warm-up step)"}
     out.update(utilisation(dit_forward_flops(shape), fwd, cfg.critic_steps + 1, seconds, peak))

@@ -103,12 +103,14 @@ def generate(template: Path, product: Path, model_dir: Path, out: Path, params: 
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
     ref = reference_to_tensor(rgba, int(td["reference_size"]))[None]
     with torch.no_grad():
-        cond = Conditions(bundle.codec.encode(src), bundle.codec.encode_mask(m), bundle.image_encoder(ref),
+        cond = Conditions(bundle.encode_source(src, m), bundle.codec.encode_mask(m), bundle.image_encoder(ref),
                           bundle.text_encoder([caption]))
         lat_shape = cond.source.shape
         noise = torch.randn(lat_shape, generator=torch.Generator().manual_seed(seed))
         t0 = time.perf_counter()
-        lat = sample(bundle.dit.eval(), cond, noise, steps, float(cfg["shift"]), cfg_scale)
+        keep = params["eval"].get("keep_background") or {}
+        region = cond.keep_background(int(keep.get("dilate", 1))) if keep.get("enabled") else None
+        lat = sample(bundle.dit.eval(), cond, noise, steps, float(cfg["shift"]), cfg_scale, keep=region)
         edited = ((bundle.codec.decode(lat)[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
         seconds = time.perf_counter() - t0
     fps = info.fps / int(td["frame_stride"])  # probe guarantees a positive frame rate

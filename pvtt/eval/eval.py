@@ -26,11 +26,11 @@ from genbuild.io.atomic import atomic_path
 from genbuild.io.jsonio import read_json, write_json
 from genbuild.manifest import write_manifest
 from genbuild.media import on_white, side_by_side, to_uint8, write_gif
-from genbuild.metrics import classical as M
 from genbuild.metrics.learned import load_metrics
 from genbuild.stage import parser, setup_logging
 from genbuild.train.flow import sample
 from pvtt.deploy.engine import OnnxDenoiser
+from pvtt.eval.regions import ReferenceSimilarity, clip_scores
 from pvtt.eval.report import dataset_section, render
 from pvtt.models.bundle import load_bundle
 from pvtt.models.dit import PVTTDiT, read_config
@@ -41,12 +41,6 @@ from pvtt.train.phases import TEACHER_PHASES
 
 PHASE_RULES = [rule for _, rule in TEACHER_PHASES]  # the last is `teacher`, the one the students distil
 log = logging.getLogger(__name__)
-
-
-def score(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
-    bg = ~mask.astype(bool)
-    return {"psnr": M.psnr(pred, truth), "ssim": M.ssim(pred, truth),
-            "bg_psnr": M.psnr(pred, truth, bg), "temporal_consistency": M.temporal_consistency(pred)}
 
 
 def _model_runs(model_dirs: dict[str, Path], bundle, engine_dir: Path | None, ep: dict,
@@ -64,35 +58,42 @@ def _model_runs(model_dirs: dict[str, Path], bundle, engine_dir: Path | None, ep
     runs["teacher"] = (bundle.dit, int(ep["teacher_steps"]), float(ep["cfg_scale"]))
     for name in ("student_16", "student_8", "student_4"):
         if name in model_dirs:
-            runs[name] = (PVTTDiT.load(model_dirs[name]), int(read_config(model_dirs[name])["steps"]), 1.0)
+            steps = int(read_config(model_dirs[name])["steps"])
+            runs[name] = (PVTTDiT.load(model_dirs[name]), steps, 1.0)   # the EMA weights, what the artifact is
+            if (model_dirs[name] / "raw" / "model.safetensors").is_file():  # the raw generator, to compare
+                runs[f"{name}_raw"] = (PVTTDiT.load(model_dirs[name] / "raw"), steps, 1.0)
     if engine_dir is not None and (engine_dir / "student_4.onnx").exists():
         runs["student_4_onnx"] = (OnnxDenoiser(engine_dir / "student_4.onnx", threads), runs["student_4"][1], 1.0)
     return runs
 
 
-def _mean_scores(preds: list[np.ndarray], truth: list[np.ndarray], masks: list[np.ndarray],
-                 references: list[np.ndarray], learned: dict, n: int) -> dict:
+def _mean_scores(preds: list[np.ndarray], truth: list[np.ndarray], masks: list[np.ndarray], tr,
+                 ref_sim: ReferenceSimilarity, learned: dict) -> dict:
     """Weight-free metrics per item, learned item metrics, then the set metrics (FVD), averaged.
 
     Every model and the unedited template go through this one function, so their numbers are
     comparable by construction.
     """
-    per = [score(preds[i], truth[i], masks[i]) for i in range(n)]
+    per = [{**clip_scores(preds[i], truth[i], masks[i]), ref_sim.name: ref_sim(preds[i], masks[i], tr.reference_rgba[i])}
+           for i in range(len(tr))]
+    references = [on_white(r) for r in tr.reference_rgba]
     for name, m in learned.items():
         if hasattr(m, "score"):
             for i, p in enumerate(per):
                 p[name] = m.score(preds[i], truth[i], references[i], masks[i])
-    out = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+    out = {k: float(np.nanmean([p[k] for p in per])) for k in per[0]}
     out.update({name: float(m.score_set(preds, truth)) for name, m in learned.items() if hasattr(m, "score_set")})
     return out
 
 
 def _sample_benchmark(model, data, bundle, steps: int, shift: float, cfg: float,
-                      n: int) -> tuple[list[np.ndarray], list[float]]:
+                      n: int, keep_dilate: int | None = None) -> tuple[list[np.ndarray], list[float]]:
     """(decoded frames, seconds) per benchmark item for one model.
 
     Item i's noise is seeded with 1000 + i, so every model starts from the same noise and the
     comparison measures the models, not the draw; the time covers sampling and decoding.
+    ``keep_dilate`` (not None): the source latents are kept outside the mask grown by that many
+    latent cells at every step (``Conditions.keep_background``).
     """
     if isinstance(model, torch.nn.Module):
         model.eval()
@@ -101,7 +102,8 @@ def _sample_benchmark(model, data, bundle, steps: int, shift: float, cfg: float,
         cond = data.cond.select(slice(i, i + 1))
         noise = torch.randn(data.target[i:i + 1].shape, generator=torch.Generator().manual_seed(1000 + i))
         t0 = time.perf_counter()
-        lat = sample(model, cond, noise, steps, shift, cfg)
+        keep = cond.keep_background(keep_dilate) if keep_dilate is not None else None
+        lat = sample(model, cond, noise, steps, shift, cfg, keep=keep)
         frames = bundle.codec.decode(lat)[0]
         seconds.append(time.perf_counter() - t0)
         preds.append(to_uint8(frames))
@@ -127,7 +129,11 @@ def _report_notes(ep: dict, unavailable: dict, summary: dict) -> list[str]:
     missing), so the numbers can be read without the code."""
     return [
         f"Teacher: {int(ep['teacher_steps'])} steps with CFG {float(ep['cfg_scale']):.1f}; "
-        "students: their own steps, no CFG (distilled in).",
+        "students: their own steps, no CFG (distilled in); student_N holds the EMA weights, student_N_raw the "
+        "generator itself.",
+        "keep_background: the template's latents are kept outside the edit mask (grown by "
+        f"{int((ep.get('keep_background') or {}).get('dilate', 1))} latent cells) at every sampling step; "
+        "the teacher is also shown with the other setting.",
         "template_unedited scores the source clip itself: the do-nothing baseline.",
         *(f"Unavailable: {reason}" for reason in unavailable.values()),
         *(f"{name}: {impl}" for name, impl in summary["implementations"].items()),
@@ -151,20 +157,32 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
     runs = _model_runs(model_dirs, bundle, engine_dir, ep, threads)
     results: dict[str, dict] = {"template_unedited": {}}
     outputs: dict[str, list[np.ndarray]] = {}
-    references = [on_white(r) for r in tr.reference_rgba]
+    ref_sim = ReferenceSimilarity(bundle.image_encoder, td["reference_size"], bundle.components["image_encoder"].get("kind", "tiny"))
 
-    results["template_unedited"] = _mean_scores(source, truth, masks, references, learned, len(tr))
+    results["template_unedited"] = _mean_scores(source, truth, masks, tr, ref_sim, learned)
+    keep = ep.get("keep_background") or {}
+    keep_on, dilate = bool(keep.get("enabled", False)), int(keep.get("dilate", 1))
+    # The teacher with the other keep_background setting too: the report shows what it changes.
+    other = f"teacher_keep_background_{'off' if keep_on else 'on'}"
+    order = list(runs)
+    order.insert(order.index("teacher") + 1, other)
+    runs = {name: runs[name if name != other else "teacher"] for name in order}
     for name, (model, steps, cfg) in runs.items():
-        preds, seconds = _sample_benchmark(model, data, bundle, steps, shift, cfg, len(tr))
+        keeps = keep_on != (name == other)
+        preds, seconds = _sample_benchmark(model, data, bundle, steps, shift, cfg, len(tr), dilate if keeps else None)
         outputs[name] = preds
-        results[name] = _mean_scores(preds, truth, masks, references, learned, len(tr))
-        results[name].update({"steps": steps, "cfg_scale": cfg, "seconds_per_video": float(np.mean(seconds))})
+        results[name] = _mean_scores(preds, truth, masks, tr, ref_sim, learned)
+        results[name].update({"steps": steps, "cfg_scale": cfg, "keep_background": keeps,
+                              "seconds_per_video": float(np.mean(seconds))})
         log.info("eval %s (%d steps, cfg %.1f): %s", name, steps, cfg,
                  ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if isinstance(v, float)))
     summary = {
         "benchmark_items": len(tr), "resolution": [int(td["width"]), int(td["height"])], "frames": int(td["frames"]),
         "models": results,
         "implementations": {"psnr/ssim": "genbuild.metrics.classical (SSIM: Gaussian 11x11, sigma 1.5, luma)",
+                            "mask_*/bg_*": "inside / outside the edit mask (pvtt.eval.regions)",
+                            ref_sim.name: "cosine of the image encoder's first token, generated mask region vs the "
+                                          "reference view, both letterboxed on grey (pvtt.eval.regions)",
                             "temporal_consistency": "1 - mean |f_t - warp(f_t+1)| / 255, OpenCV Farneback flow",
                             **{name: m.implementation for name, m in learned.items()}},
         "unavailable": unavailable,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from pvtt.models.codec import Codec, build_codec, codec_channels
@@ -47,6 +48,21 @@ class Bundle:
     def codec(self) -> Codec:
         return self._part("codec")
 
+    @torch.no_grad()
+    def encode_source(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Source-video latents as the DiT is conditioned on them (``model.source_input``).
+
+        ``masked``: the edit region (``mask`` (B, 1, F, H, W), 1 = edit) is blanked to mid grey
+        in pixel space before encoding, as Wan VACE's "inactive" video and inpainting models
+        give it; the latents outside the mask are the source's (exactly, for the space-to-depth
+        codec). Why: shown the old product, the tiny sample teacher learnt to recolour it instead
+        of replacing it (in-mask PSNR stayed at the template's on unseen templates); blanked,
+        it paints background and new product from the context and the reference (README
+        "Teacher: what makes it learn the edit")."""
+        if self.components.get("source_input", "full") == "masked":
+            source = source * (1 - mask.to(source.dtype))
+        return self.codec.encode(source)
+
     @property
     def image_encoder(self) -> nn.Module:
         return self._part("image_encoder")
@@ -56,10 +72,17 @@ class Bundle:
         return self._part("text_encoder")
 
 
+SOURCE_INPUTS = ("full", "masked")
+
+
 def components_from_params(model_params: dict, train_data: dict) -> dict:
+    source_input = model_params.get("source_input", "full")
+    if source_input not in SOURCE_INPUTS:
+        raise ValueError(f"model.source_input: unknown '{source_input}' (known: {', '.join(SOURCE_INPUTS)})")
     return {
         "preset": model_params.get("preset", "tiny"),
         "prediction": model_params.get("prediction", "velocity"),
+        "source_input": source_input,
         "device": str(model_params.get("device", DEFAULT_DEVICE)),
         "dtype": str(model_params.get("dtype", DEFAULT_DTYPE)),
         "codec": component_cfg(model_params, "codec"),

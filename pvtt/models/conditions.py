@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+from genbuild.train.flow import KeepRegion
 
 
 @dataclass
@@ -36,6 +39,22 @@ class Conditions:
         """Zero image and text conditions where ``keep`` (B,) is False (CFG dropout in training)."""
         k3 = keep.view(-1, 1, 1).to(self.image_tokens.dtype)
         return Conditions(self.source, self.mask, self.image_tokens * k3, self.text_tokens * k3)
+
+    def region_weights(self, inside: float) -> torch.Tensor:
+        """(B, 1, F, H, W) loss weights: ``inside`` in the edit mask (a cell's covered fraction
+        interpolates), 1 elsewhere (``teacher.mask_loss_weight``). Why below 1: at high noise the
+        new product's look is uncertain and its large, irreducible error would dominate the
+        gradient, leaving the background, which must come out exact, too small a share."""
+        m = self.mask.amax(1, keepdim=True)
+        return 1 + (inside - 1) * m
+
+    def keep_background(self, dilate: int) -> KeepRegion:
+        """The source latents kept outside the edit mask grown by ``dilate`` latent cells
+        (``inference.keep_background``): the background is the template's by construction."""
+        edit = (self.mask.amax(1, keepdim=True) > 0).to(self.source.dtype)
+        if dilate > 0:
+            edit = F.max_pool3d(edit, (1, 2 * dilate + 1, 2 * dilate + 1), stride=1, padding=(0, dilate, dilate))
+        return KeepRegion(self.source, 1 - edit)
 
     def denoise(self, model, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The PVTT DiT's call (``PVTTDiT.forward`` and the ONNX denoiser take the fields in this order)."""

@@ -80,8 +80,7 @@ class TinyImageEncoder(_Placed):
             self.proj.bias.zero_()
         self.place(device, dtype)
 
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # frozen; differentiable in its input (distill identity)
         patches = F.unfold(self._in(images), self.patch, stride=self.patch).transpose(1, 2)  # (B, 256, 3*p*p)
         tokens = self.proj(patches)
         return torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1).to(images.device, FP32)
@@ -133,8 +132,7 @@ class WanClipImageEncoder(_Placed):
         self.dim = int(self.model.model.vision_dim)
         self.place(device, dtype)
 
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # frozen; differentiable in its input (distill identity)
         """(B, 3, H, W) in [-1, 1] -> (B, 257, 1280). DiffSynth's ``encode_image`` takes a list of
         4-D image batches (it resizes each in 2-D to 224 px), as its Wan pipeline calls it."""
         return self.model.encode_image([self._in(images)]).to(images.device, FP32)
@@ -163,8 +161,7 @@ class Dinov2ImageEncoder(_Placed):
         self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
         self.place(device, dtype)
 
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # frozen; differentiable in its input (distill identity)
         x = F.interpolate(self._in(images), size=(self.SIZE, self.SIZE), mode="bicubic", align_corners=False)
         x = ((x + 1) / 2 - self.mean) / self.std
         return self.model(pixel_values=x).last_hidden_state.to(images.device, FP32)

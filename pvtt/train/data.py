@@ -53,7 +53,7 @@ def encode(tr: Triplets, bundle) -> Encoded:
     """Encode with the model bundle's codec and frozen condition encoders."""
     codec = bundle.codec
     cond = Conditions(
-        source=codec.encode(tr.source),
+        source=bundle.encode_source(tr.source, tr.mask),
         mask=codec.encode_mask(tr.mask),
         image_tokens=bundle.image_encoder(tr.reference),
         text_tokens=bundle.text_encoder(tr.captions),

@@ -1,7 +1,11 @@
 """Distillation stages: teacher -> student_16 -> student_8 -> student_4, each by DMD2.
 
 Each student starts from the previous one (student_16 from the teacher); the real score is
-always the frozen teacher. The saved weights are the generator's EMA.
+always the frozen teacher. The saved weights are the generator's EMA (``model.safetensors``);
+the raw generator is saved beside it (``raw/``) so the report can compare the two. The
+generator's loss terms beyond distribution matching (``distill.common.losses``: temporal,
+background, identity, adversarial; pixel-space regression) come from
+``pvtt.train.distill_losses``.
 
 With ``--checkpoint-dir`` the DMD2 state (generator, fake score, EMA, both AdamW optimisers, the
 noise generator), the batch generator, the global RNGs and the loss rows are saved every
@@ -36,6 +40,9 @@ from genbuild.train.trainer import Run, Trainer
 from genbuild.workflow import script_code_files
 from pvtt.models.bundle import load_bundle
 from pvtt.models.dit import PVTTDiT, read_config
+from pvtt.train.distill_losses import adversarial, build_terms
+from pvtt.train.gate import GateFailed, GateResult
+from pvtt.train.gate import check as gate_check
 from pvtt.train.latents import latent_files, load_latents
 
 log = logging.getLogger(__name__)
@@ -51,8 +58,40 @@ def _config(params: dict, student: str, shift: float) -> DMDConfig:
                      guidance_convention=common.get("guidance_convention", "standard"), param_prefix="distill.common.")
 
 
+def _lpips(entry: dict | None, device: torch.device):
+    """The LPIPS network of the pixel regression, from ``distill.common.lpips`` (None: MSE only)."""
+    if not entry:
+        return None
+    from genbuild.metrics.learned import Unavailable, _load_lpips
+
+    try:
+        return _load_lpips(entry, Path("."), str(device)).net.requires_grad_(False)
+    except Unavailable as e:
+        raise ValueError(f"distill.common.lpips: {e}") from None
+
+
+def _gate(params: dict, student: str, model, bundle, val, cfg: DMDConfig, report: Path | None) -> GateResult | None:
+    """The student against the teacher on val (``pvtt.train.gate``); the verdict also goes to
+    ``report`` (outside the output, so it survives a failed rule)."""
+    gp = params["distill"].get("gate")
+    if gp is None:
+        log.warning("%s: distill.gate is not set: no quality gate", student)
+        return None
+    ep = params.get("eval") or {}
+    if next(bundle.dit.parameters()).device.type != "cpu":
+        bundle.dit.to_device(torch.device("cpu"))
+    result = gate_check(model, bundle.dit, val, bundle, cfg.steps, int(gp.get("teacher_steps", ep.get("teacher_steps", 50))),
+                        float(ep.get("cfg_scale", cfg.cfg_scale)), cfg.shift, int(gp.get("items", 8)), float(gp["max_drop"]))
+    log.info("%s: gate %s: %s", student, "passed" if result.passed else "FAILED",
+             ", ".join(f"{k} {100 * d:+.1f} %" for k, d in result.drops.items()))
+    if report is not None:
+        write_json(report, {"student": student, **result.as_dict()})
+    return result
+
+
 def distill_student(latents_dir: Path, teacher_dir: Path, init_dir: Path, student: str, out_dir: Path, params: dict,
-                    checkpoint_dir: Path | None = None, device: str | torch.device = "cpu") -> dict:
+                    checkpoint_dir: Path | None = None, device: str | torch.device = "cpu",
+                    gate_report: Path | None = None) -> dict:
     common = params["distill"]["common"]
     device = torch.device(device)
     world, rank = ddp.world()
@@ -66,6 +105,9 @@ def distill_student(latents_dir: Path, teacher_dir: Path, init_dir: Path, studen
     inputs = {**{p.name: sha256_file(p) for p in files}, "teacher": sha256_file(teacher_dir / "model.safetensors"),
               "init": sha256_file(init_dir / "model.safetensors")}
     fp = fingerprint(student, {"student": student, **params}, inputs, script_code_files("distill"), world_size=world)
+    terms, regression = build_terms(common.get("losses") or {}, bundle, int(bundle.components["image_encoder"]["size"]),
+                                    _lpips(common.get("lpips"), device))
+    gan = adversarial((common.get("losses") or {}).get("adversarial"), bundle.dit, cfg.seed)
     ckpt = Checkpointer(checkpoint_dir, int(common.get("checkpoint_every", 10)), fp, student, writer=rank == 0)
     g = torch.Generator().manual_seed(cfg.seed + 1)
     trainer = Trainer(student, cfg.iterations, ckpt, {"batch": g}, log_every=max(1, cfg.iterations // 10), unit="iter")
@@ -75,7 +117,7 @@ def distill_student(latents_dir: Path, teacher_dir: Path, init_dir: Path, studen
     if device.type != "cpu":
         generator.to_device(device)
         bundle.dit.to_device(device)
-    dmd = DMD2(generator, bundle.dit, cfg)
+    dmd = DMD2(generator, bundle.dit, cfg, terms=terms, regression=regression, adversarial=gan)
     run = trainer.fit(dmd, lambda start: functools.partial(pick_batch, train, cfg.batch_size, g), {"before": before})
     if rank != 0:
         ddp.barrier()
@@ -90,6 +132,12 @@ def distill_student(latents_dir: Path, teacher_dir: Path, init_dir: Path, studen
                "val_mse_before": round(before, 6), "val_mse_after": round(after, 6),
                "init": str(init_dir), "teacher": str(teacher_dir)}
     log.info("%s: %d-step val MSE %.4f -> %.4f", student, cfg.steps, before, after)
+    metrics["losses"] = list(dmd.columns)
+    gate = _gate(params, student, dmd.ema, bundle, val, cfg, gate_report)
+    if gate is not None:
+        metrics["gate"] = gate.as_dict()
+        if not gate.passed:
+            raise GateFailed(gate.message(student))
     _write_artifact(out_dir, dmd, run, cfg, tcfg, metrics, params, student,
                     [init_dir / "model.safetensors", teacher_dir / "model.safetensors", *files], len(train))
     ddp.barrier()
@@ -98,12 +146,15 @@ def distill_student(latents_dir: Path, teacher_dir: Path, init_dir: Path, studen
 
 def _write_artifact(out_dir: Path, dmd: DMD2, run: Run, cfg: DMDConfig, tcfg: dict, metrics: dict, params: dict,
                     student: str, inputs: list[Path], n_train: int) -> None:
-    """The generator's EMA, the loss table, the metrics and the manifest."""
+    """The generator's EMA (and, in ``raw/``, the generator itself), the loss table, the metrics and
+    the manifest."""
     with atomic_path(out_dir, directory=True) as tmp:
-        dmd.ema.save(tmp, extra={"components": tcfg["components"], "kind": "student", "steps": cfg.steps,
-                                 "shift": cfg.shift, "cfg_baked": cfg.cfg_scale})
-        write_csv(tmp / "loss.csv", ["iteration", *DMD2.columns],
-                  ([it, *(f"{losses[c]:.6f}" for c in DMD2.columns)] for it, losses in run.rows))
+        extra = {"components": tcfg["components"], "kind": "student", "steps": cfg.steps, "shift": cfg.shift,
+                 "cfg_baked": cfg.cfg_scale}
+        dmd.ema.save(tmp, extra={**extra, "weights": "ema"})
+        dmd.generator.save(tmp / "raw", extra={**extra, "weights": "raw"})
+        write_csv(tmp / "loss.csv", ["iteration", *dmd.columns],
+                  ([it, *(f"{losses[c]:.6f}" for c in dmd.columns)] for it, losses in run.rows))
         write_json(tmp / "metrics.json", metrics)
         write_manifest(tmp, student, params, inputs, {"train_triplets": n_train}, extra={"metrics": metrics})
 
@@ -120,10 +171,16 @@ def main(argv=None) -> None:
     ap.add_argument("--gpus", type=int, default=0, help="GPUs of the job: > 0 trains on cuda:LOCAL_RANK when CUDA is there")
     ap.add_argument("--checkpoint-dir", type=Path, default=None,
                     help="where to save and resume checkpoints (outside the output: Snakemake deletes failed outputs)")
+    ap.add_argument("--gate-report", type=Path, default=None,
+                    help="where the quality gate's verdict goes as JSON (outside the output: kept when the gate fails)")
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, a.threads // max(1, ddp.launched_world())))
     device = ddp.init(a.gpus, a.student)
     try:
-        distill_student(a.latents, a.teacher, a.init, a.student, a.out, a.params, a.checkpoint_dir, device)
+        distill_student(a.latents, a.teacher, a.init, a.student, a.out, a.params, a.checkpoint_dir, device,
+                        a.gate_report)
+    except GateFailed as e:
+        log.error("%s", e)
+        raise SystemExit(1) from None
     finally:
         ddp.shutdown()

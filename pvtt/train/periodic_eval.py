@@ -3,8 +3,8 @@
 Every ``teacher.eval_every`` steps (and at the end) the trainer scores the model on the first
 ``eval_items`` val triplets of the latent cache: the flow-matching loss at fixed noise levels,
 and the clips it samples (``eval_steps`` Euler steps with CFG, the teacher's sampler) decoded
-and compared with the decoded ground truth (PSNR, SSIM, background PSNR outside the edit
-mask). The rows go to the run's DVCLive log and to ``eval.csv`` in the artifact, and the
+and compared with the decoded ground truth (PSNR and SSIM over the frame, PSNR inside the edit
+mask and outside it: ``pvtt.eval.regions``). The rows go to the run's DVCLive log and to ``eval.csv`` in the artifact, and the
 evaluation report puts every phase's rows in one table beside the final models.
 
 It draws from its own generators and restores the train/eval mode, so a run with periodic
@@ -20,8 +20,9 @@ import torch
 from genbuild.media import side_by_side, to_uint8
 from genbuild.metrics import classical as M
 from genbuild.train.flow import fixed_loss, sample
+from pvtt.eval.regions import region_scores
 
-COLUMNS = ("step", "val_loss", "psnr", "ssim", "bg_psnr")
+COLUMNS = ("step", "val_loss", "psnr", "ssim", "mask_psnr", "bg_psnr")
 
 
 @dataclass
@@ -42,7 +43,7 @@ class PeriodicEval:
         # The mask latents cover the latent grid; upsampled to frames for the background score.
         m = self.cond.mask.amax(1, keepdim=True)
         m = torch.nn.functional.interpolate(m.float(), size=self.truth[0].shape[:3], mode="nearest")
-        self.background = [~(x[0].numpy() > 0) for x in m]
+        self.inside = [x[0].numpy() > 0 for x in m]
 
     @torch.no_grad()
     def __call__(self, model, step: int) -> tuple[dict, list[np.ndarray]]:
@@ -57,6 +58,8 @@ class PeriodicEval:
         model.train(was_training)
         row["psnr"] = float(np.mean([M.psnr(p, t) for p, t in zip(preds, self.truth)]))
         row["ssim"] = float(np.mean([M.ssim(p, t) for p, t in zip(preds, self.truth)]))
-        row["bg_psnr"] = float(np.mean([M.psnr(p, t, b) for p, t, b in zip(preds, self.truth, self.background)]))
+        regions = [region_scores(p, t, k) for p, t, k in zip(preds, self.truth, self.inside)]
+        row["mask_psnr"] = float(np.nanmean([r["mask_psnr"] for r in regions]))
+        row["bg_psnr"] = float(np.nanmean([r["bg_psnr"] for r in regions]))
         cols = [c for i, (p, t) in enumerate(zip(preds, self.truth)) for c in ((f"sample {i}", p), (f"truth {i}", t))]
         return row, side_by_side(cols, scale=1)

@@ -61,6 +61,7 @@ from genbuild.train.trainer import Run, Trainer
 from genbuild.workflow import script_code_files
 from pvtt.models.base import init_from_base, load_base_state
 from pvtt.models.bundle import components_from_params, new_bundle
+from pvtt.models.conditions import Conditions
 from pvtt.models.dit import read_config
 from pvtt.train.data import encode
 from pvtt.train.latents import latent_files, load_latents
@@ -149,10 +150,12 @@ def _adapt(model, tp: dict, phase: str) -> dict | None:
 
 
 def _method_config(tp: dict) -> FlowMatchingConfig:
+    inside = float(tp.get("mask_loss_weight", 1.0))
+    weight = None if inside == 1.0 else functools.partial(Conditions.region_weights, inside=inside)
     return FlowMatchingConfig(iterations=int(tp["iterations"]), batch_size=int(tp["batch_size"]), lr=float(tp["lr"]),
                               warmup=int(tp["warmup"]), cond_dropout=float(tp["cond_dropout"]), shift=float(tp["shift"]),
                               grad_accum=int(tp.get("grad_accum", 1)), bf16=tp.get("precision", "fp32") == "bf16",
-                              batch_param="teacher.batch_size")
+                              batch_param="teacher.batch_size", loss_weight=weight)
 
 
 def _trainer(params: dict, model, bundle, val, g: torch.Generator, fp: str, checkpoint_dir: Path | None,

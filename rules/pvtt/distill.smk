@@ -26,9 +26,11 @@ for _student, _init in STUDENT_INIT.items():
             p=P(_student),
             student=_student,
             checkpoints=f"{W}/checkpoints/{_student}",
+            gate=f"{W}/gates/{_student}.json",
         shell:
             torchrun(
                 "scripts/distill.py --params {params.p:q} --latents {input.latents} --teacher {input.teacher}"
                 " --init {input.init} --student {params.student} --out {output} --threads {threads}"
-                " --gpus {resources.gpu} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
+                " --gpus {resources.gpu} --checkpoint-dir {params.checkpoints} --gate-report {params.gate}"
+                " > {log} 2>&1"
             )

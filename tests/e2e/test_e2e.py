@@ -135,14 +135,18 @@ def test_teacher_phases_chain_loss_falls_and_engine_matches(repo):
     rows = (repo / "artifacts/teacher/loss.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == m["iterations"] + 1
     evals = (repo / "artifacts/teacher_phase1/eval.csv").read_text().splitlines()
-    assert len(evals) >= 3 and evals[0] == "step,val_loss,psnr,ssim,bg_psnr"
+    assert len(evals) >= 3 and evals[0] == "step,val_loss,psnr,ssim,mask_psnr,bg_psnr"
     check = json.loads((repo / "artifacts/engine/check.json").read_text())
     assert check["passed"] and check["max_abs_diff_sampled_latents"] <= check["tolerance"]
     assert "onnx" in check["built"] and check["tensorrt"]["reason"]
     ev = json.loads((repo / "artifacts/eval/metrics.json").read_text())
     assert set(ev["models"]) >= {"teacher", "student_16", "student_8", "student_4", "student_4_onnx", "template_unedited"}
     for name, mm in ev["models"].items():
-        assert np.isfinite(mm["psnr"]) and np.isfinite(mm["bg_psnr"]), name
+        assert all(np.isfinite(mm[k]) for k in ("psnr", "bg_psnr", "mask_psnr", "mask_ssim", "bg_ssim", "ref_sim_tiny")), name
+    teacher, template = ev["models"]["teacher"], ev["models"]["template_unedited"]
+    assert teacher["mask_psnr"] > template["mask_psnr"] + 1.0, (teacher, template)  # the edit is learnt (issue 15)
+    kept = ev["models"]["teacher_keep_background_on"]  # the other keep_background setting, shown beside
+    assert kept["keep_background"] and not teacher["keep_background"] and kept["bg_psnr"] > teacher["bg_psnr"]
     assert {"teacher_phase1", "teacher_phase2"} <= set(ev["models"])
     assert set(ev["unavailable"]) == {"clip_i", "dino_i", "lpips", "fvd", "musiq"}  # no weights in the sample
     assert "models/metrics/i3d/rgb_imagenet.pt" in ev["unavailable"]["fvd"]

@@ -9,7 +9,12 @@ Roles, as the public DMD2 codebases converge on them:
 - fake score: a trainable copy of the teacher that tracks the generator's distribution
   with the flow-matching loss, updated ``critic_steps`` times per generator update.
 The DMD gradient is normalised per sample by mean |x0_gen - x0_real|. An optional
-regression term pulls the student's x0 towards the ground-truth edit (the dataset has it).
+regression term pulls the student's x0 towards the ground-truth edit (the dataset has it):
+latent MSE here, or the pipeline's own ``regression`` (pixel space, LPIPS). The pipeline may add
+more terms on the generated x0 (``GeneratorTerm``: temporal consistency, background
+preservation, identity, ...), each with its weight, and an adversarial term (``Adversarial``,
+``genbuild.train.methods.adversarial``): a 3-D convolutional head on one block of the fake
+score, trained with the critic, as DMD2 and NVIDIA FastGen do.
 
 Data-parallel (``genbuild.train.distributed``): ``step`` takes the global batch; every random draw
 is made at the global batch size from the same generator and then cut to this rank's share,
@@ -45,10 +50,19 @@ from genbuild.train.flow import (
     sigma_schedule,
     x0_from_velocity,
 )
+from genbuild.train.methods.adversarial import Adversarial
 from genbuild.train.methods.base import Method
 from genbuild.train.optim import Updater
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class GeneratorTerm:
+    """One more term of the generator's loss: ``weight * fn(x0_gen, x0_true, cond)`` (a scalar)."""
+
+    weight: float
+    fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
 @dataclass
@@ -76,10 +90,13 @@ class DMDConfig:
 class DMD2(Method):
     """Owns the three networks and their losses; ``step`` does one generator update."""
 
-    columns = ("dmd", "regression", "critic")
-
-    def __init__(self, generator, teacher, cfg: DMDConfig):
+    def __init__(self, generator, teacher, cfg: DMDConfig, terms: dict[str, GeneratorTerm] | None = None,
+                 regression: Callable | None = None, adversarial: Adversarial | None = None):
         self.cfg = cfg
+        self.terms = {name: t for name, t in (terms or {}).items() if t.weight > 0}
+        self.regression = regression or (lambda x0_gen, x0_true, cond: F.mse_loss(x0_gen, x0_true))
+        self.adversarial = adversarial if adversarial is not None and adversarial.weight > 0 else None
+        self.columns = ("dmd", "regression", "critic", *self.terms, *(("gan", "gan_critic") if self.adversarial else ()))
         self.generator = generator.train()
         self.teacher = teacher.eval().requires_grad_(False)
         self.fake = copy.deepcopy(teacher).train().requires_grad_(True)
@@ -87,7 +104,10 @@ class DMD2(Method):
         self.generator_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.fake_params = [p for p in self.fake.parameters() if p.requires_grad]
         self.opt_g = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.0, 0.99))
-        self.opt_f = torch.optim.AdamW(self.fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0, betas=(0.0, 0.99))
+        if self.adversarial is not None:  # the head trains with the critic, in its optimiser
+            self.adversarial.attach(self.fake)
+            self.fake_params += list(self.adversarial.head.parameters())
+        self.opt_f = torch.optim.AdamW(self.fake_params, lr=cfg.fake_lr, weight_decay=0.0, betas=(0.0, 0.99))
         self.device = next(generator.parameters()).device
         self.update_g = Updater(self.generator, self.opt_g, self.device, params=self.generator_params)
         self.update_f = Updater(self.fake, self.opt_f, self.device, params=self.fake_params)
@@ -103,8 +123,11 @@ class DMD2(Method):
 
     # -- checkpoints: everything ``step`` reads or changes, so a resumed run continues exactly --
     def state_dict(self) -> dict:
-        return {"generator": self.generator.state_dict(), "fake": self.fake.state_dict(), "ema": self.ema.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_f": self.opt_f.state_dict(), "noise_rng": self.g.get_state()}
+        state = {"generator": self.generator.state_dict(), "fake": self.fake.state_dict(), "ema": self.ema.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_f": self.opt_f.state_dict(), "noise_rng": self.g.get_state()}
+        if self.adversarial is not None:
+            state["head"] = self.adversarial.head.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -113,6 +136,8 @@ class DMD2(Method):
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_f.load_state_dict(state["opt_f"])
         self.g.set_state(state["noise_rng"])
+        if self.adversarial is not None:
+            self.adversarial.head.load_state_dict(state["head"])
 
     def _simulate(self, cond: Conditioning, shape) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the student from noise for a random number i < k of its steps; return (x at s_i, s_i)."""
@@ -146,6 +171,49 @@ class DMD2(Method):
         x0_true, cond = next_batch()
         return self.step(x0_true, cond)
 
+    def gan_critic_loss(self, x0_sample: torch.Tensor, x0_true: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """The head's loss: ground truth real, the generator's samples fake, both noised alike."""
+        sigma, noise = self._sigmas(), self._randn(x0_true.shape)
+        real = self.adversarial.logits(self.fake, noisy(x0_true, noise, sigma), sigma, cond)
+        fake = self.adversarial.logits(self.fake, noisy(x0_sample.detach(), noise, sigma), sigma, cond)
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+    def gan_loss(self, x0_gen: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """The generator's non-saturating GAN loss through the fake score's block and the head."""
+        sigma, noise = self._sigmas(), self._randn(x0_gen.shape)
+        return F.softplus(-self.adversarial.logits(self.fake, noisy(x0_gen, noise, sigma), sigma, cond)).mean()
+
+    def _critic_update(self, x0_sample: torch.Tensor, x0_true: torch.Tensor, cond: Conditioning, frac: float) -> dict:
+        """``critic_steps`` updates of the fake score (and the head); the last step's losses."""
+        for _ in range(self.cfg.critic_steps):
+            loss_f = self.critic_loss(x0_sample, cond) * frac
+            loss_gc = (self.gan_critic_loss(x0_sample, x0_true, cond) * frac if self.adversarial is not None
+                       else torch.zeros((), device=self.device))
+            self.update_f.zero_grad()
+            self.update_f.backward(loss_f + (self.adversarial.critic_weight * loss_gc if self.adversarial else 0))
+            self.update_f.step()
+        out = {"critic": ddp.allreduce_sum(loss_f).item()}
+        if self.adversarial is not None:
+            out["gan_critic"] = ddp.allreduce_sum(loss_gc).item()
+        return out
+
+    def generator_losses(self, x0_gen: torch.Tensor, x0_true: torch.Tensor, cond: Conditioning) -> dict[str, torch.Tensor]:
+        """Every term of the generator's loss, unweighted (``loss_total`` weighs them)."""
+        zero = torch.zeros((), device=self.device)
+        losses = {"dmd": self.dmd_loss(x0_gen, cond),
+                  "regression": self.regression(x0_gen, x0_true, cond) if self.cfg.regression_weight > 0 else zero}
+        losses.update({name: t.fn(x0_gen, x0_true, cond) for name, t in self.terms.items()})
+        if self.adversarial is not None:
+            losses["gan"] = self.gan_loss(x0_gen, cond)
+        return losses
+
+    def loss_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = losses["dmd"] + self.cfg.regression_weight * losses["regression"]
+        total = total + sum(t.weight * losses[name] for name, t in self.terms.items())
+        if self.adversarial is not None:
+            total = total + self.adversarial.weight * losses["gan"]
+        return total
+
     def step(self, x0_true: torch.Tensor, cond: Conditioning) -> dict:
         """One generator update (after ``critic_steps`` fake-score updates) on a global batch."""
         self.full = len(x0_true)
@@ -153,29 +221,21 @@ class DMD2(Method):
         frac = (self.mine.stop - self.mine.start) / self.full  # 1.0 in one process: the same arithmetic
         x0_true, cond = x0_true[self.mine].to(self.device), cond.select(self.mine).to(self.device)
         x, s = self._simulate(cond, x0_true.shape)
-        # Critic (fake score) updates on the current generator's samples.
+        # Critic (fake score, and the GAN head) updates on the current generator's samples.
         with torch.no_grad():
             x0_sample = self._generate(x, s, cond)
-        for _ in range(self.cfg.critic_steps):
-            loss_f = self.critic_loss(x0_sample, cond) * frac
-            self.update_f.zero_grad()
-            self.update_f.backward(loss_f)
-            self.update_f.step()
-        critic = ddp.allreduce_sum(loss_f).item()  # the last critic step's loss, for the log
+        row = self._critic_update(x0_sample, x0_true, cond, frac)
         # Generator update.
         x0_gen = self._generate(x, s, cond)
-        loss_dmd = self.dmd_loss(x0_gen, cond) * frac
-        loss_reg = (F.mse_loss(x0_gen, x0_true) * frac if self.cfg.regression_weight > 0
-                    else torch.zeros((), device=self.device))
-        loss = loss_dmd + self.cfg.regression_weight * loss_reg
+        losses = {k: v * frac for k, v in self.generator_losses(x0_gen, x0_true, cond).items()}
         self.update_g.zero_grad()
-        self.update_g.backward(loss)
+        self.update_g.backward(self.loss_total(losses))
         self.update_g.step()
         with torch.no_grad():
             for pe, pg in zip(self.ema.parameters(), self.generator.parameters()):
                 pe.lerp_(pg, 1 - self.cfg.ema_decay)
-        return {"dmd": ddp.allreduce_sum(loss_dmd).item(), "regression": ddp.allreduce_sum(loss_reg).item(),
-                "critic": critic, "sim_sigma": float(s)}
+        row.update({k: ddp.allreduce_sum(v.detach()).item() for k, v in losses.items()})
+        return {**row, "sim_sigma": float(s)}
 
 
 @torch.no_grad()

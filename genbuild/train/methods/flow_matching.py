@@ -33,6 +33,9 @@ class FlowMatchingConfig:
     grad_accum: int = 1
     bf16: bool = False              # autocast; weights and optimiser state stay fp32
     batch_param: str = "batch_size"  # the param's name in errors (e.g. teacher.batch_size)
+    # Per-element loss weights from a micro-batch's conditions (None: the plain mean), e.g. a
+    # pipeline weighting one region of the latents against the rest.
+    loss_weight: Callable[[Any], torch.Tensor] | None = None
 
 
 class FlowMatching(Method):
@@ -82,7 +85,8 @@ class FlowMatching(Method):
         for _ in range(cfg.grad_accum):  # micro-batches of batch_size; their gradients add up before the update
             x0, cond, sigma, noise = self._micro_batch(next_batch)
             with up.autocast():
-                micro = flow_matching_loss(self.model, x0, cond, sigma, noise)
+                weight = cfg.loss_weight(cond) if cfg.loss_weight is not None else None
+                micro = flow_matching_loss(self.model, x0, cond, sigma, noise, weight)
             loss = loss + up.backward(micro, (self.mine.stop - self.mine.start) / cfg.batch_size / cfg.grad_accum)
         loss = ddp.allreduce_sum(loss)
         gnorm = up.step()

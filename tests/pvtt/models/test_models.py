@@ -160,3 +160,46 @@ def test_source_residual_model_starts_from_the_template():
     assert (out - cond.source).abs().max() < 1e-4
     with pytest.raises(ValueError, match="model.prediction"):
         build_dit("tiny", C, seed=0, prediction="eps")
+
+
+def _hard_mask_cond(b=1):
+    cond = _cond(b)
+    mask = torch.zeros_like(cond.mask)
+    mask[..., 2:6, 3:8] = 1.0
+    return Conditions(cond.source, mask, cond.image_tokens, cond.text_tokens)
+
+
+def test_masked_source_input_blanks_the_edit_region_before_encoding():
+    """``model.source_input: masked``: the source's pixels under the mask never reach the
+    conditions (the old product cannot be copied); the rest is the source's, exactly with the
+    space-to-depth codec; ``full`` keeps everything."""
+    comps = {s: components_from_params({"preset": "tiny", "source_input": s}, {"reference_size": 64}) for s in ("full", "masked")}
+    g = torch.Generator().manual_seed(5)
+    video = torch.rand(1, 3, 4, 32, 48, generator=g) * 2 - 1
+    mask = torch.zeros(1, 1, 4, 32, 48)
+    mask[..., 6:19, 10:27] = 1.0
+    other = torch.where(mask > 0, torch.rand(video.shape, generator=g), video)
+    full, masked = (new_bundle(comps[s], seed=0) for s in ("full", "masked"))
+    assert torch.equal(masked.encode_source(video, mask), masked.encode_source(other, mask))
+    assert not torch.equal(full.encode_source(video, mask), full.encode_source(other, mask))
+    decoded = masked.codec.decode(masked.encode_source(video, mask))
+    assert torch.equal(decoded[:, :, :, mask[0, 0, 0] == 0], video[:, :, :, mask[0, 0, 0] == 0])
+    assert (decoded[:, :, :, mask[0, 0, 0] > 0] == 0).all()
+    with pytest.raises(ValueError, match="model.source_input"):
+        components_from_params({"preset": "tiny", "source_input": "half"}, {"reference_size": 64})
+
+
+def test_keep_background_holds_the_source_outside_the_grown_mask():
+    """Latent blending (``KeepRegion``): the sampled latents equal the source outside the mask
+    grown by ``dilate`` cells, whatever the model does there; inside, the model's own output."""
+    dit = build_dit("tiny", C, seed=0).eval()
+    cond = _hard_mask_cond()
+    noise = torch.randn(1, C, F, H, W, generator=torch.Generator().manual_seed(4))
+    keep = cond.keep_background(1)
+    kept = keep.weight.expand_as(cond.source) > 0
+    assert kept.sum() < (cond.mask == 0).expand_as(cond.source).sum()  # the grown mask keeps less
+    free = sample(dit, cond, noise, 6, 3.0)
+    held = sample(dit, cond, noise, 6, 3.0, keep=keep)
+    assert (held[kept] - cond.source[kept]).abs().max() < 1e-5
+    assert (free[kept] - cond.source[kept]).abs().max() > 1e-2  # the model alone does not keep it
+    assert (held[~kept] - free[~kept]).abs().max() > 0          # inside, the blend changes the path

@@ -31,9 +31,12 @@ ROOT = Path(__file__).resolve().parents[3]
 TD = {"width": 32, "height": 32, "frames": 4, "frame_stride": 1, "reference_size": 32}
 MODEL = {"preset": "tiny", "prediction": "source_residual"}
 TEACHER = {"iterations": 12, "batch_size": 4, "lr": 1.0e-3, "warmup": 4, "cond_dropout": 0.25, "shift": 3.0,
-           "seed": 0, "checkpoint_every": 4, "eval_every": 5, "eval_items": 2, "eval_steps": 3}
+           "seed": 0, "checkpoint_every": 4, "eval_every": 5, "eval_items": 2, "eval_steps": 3, "mask_loss_weight": 0.3}
+# Every DMD2 term on, so that exact resume covers them (the GAN head and its optimiser state included).
 COMMON = {"checkpoint_every": 2, "cfg_scale": 3.0, "critic_steps": 2, "fake_lr": 5.0e-4,
-          "guidance_convention": "standard", "regression_weight": 0.25, "batch_size": 2}
+          "guidance_convention": "standard", "regression_weight": 0.25, "batch_size": 2,
+          "losses": {"temporal": {"weight": 0.1}, "background": {"weight": 1.0}, "identity": {"weight": 0.1},
+                     "adversarial": {"weight": 0.05, "block": -1}}}
 
 
 def teacher_params(**over) -> dict:
@@ -356,3 +359,31 @@ def test_accumulation_checkpointing_and_bf16(tiny, tmp_path):
         assert np.isfinite(m[k]) and abs(m[k] - want[k]) <= 0.05 * want[k], (k, m[k], want[k])
     assert not tensors_equal(bf, ref), "bf16 autocast did run in lower precision"
     assert load_file(str(bf / "model.safetensors"))["wan.head.head.weight"].dtype == torch.float32
+
+
+def _gated(max_drop: float) -> dict:
+    p = student_params(iterations=2)
+    p["distill"]["gate"] = {"max_drop": max_drop, "items": 2, "teacher_steps": 4}
+    p["eval"] = {"cfg_scale": 1.0}
+    return p
+
+
+def test_quality_gate_passes_into_metrics_or_stops_the_student_naming_the_metric(tiny, tmp_path):
+    """A passing student carries the gate's numbers in metrics.json; a failing one leaves no
+    artifact, and the error and the report outside the output name each metric and its numbers."""
+    import pvtt.train.distill as distill
+    from pvtt.train.gate import GateFailed
+
+    _, lat, teacher_dir = tiny
+    distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", tmp_path / "ok", _gated(100.0),
+                            gate_report=tmp_path / "ok.json")
+    gate = json.loads((tmp_path / "ok/metrics.json").read_text())["gate"]
+    assert gate["passed"] and gate["failed"] == []
+    assert json.loads((tmp_path / "ok.json").read_text()) == {"student": "student_4", **gate}
+    assert {"psnr", "mask_psnr", "bg_psnr", "ref_sim", "temporal_consistency"} <= set(gate["relative_drop"])
+    with pytest.raises(GateFailed, match=r"student_4 fails the quality gate .*mask_psnr: teacher [\d.]+, student_4 [\d.]+, drop"):
+        distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", tmp_path / "bad", _gated(-1.0),
+                                gate_report=tmp_path / "bad.json")
+    assert not (tmp_path / "bad").exists()
+    report = json.loads((tmp_path / "bad.json").read_text())
+    assert not report["passed"] and "psnr" in report["failed"] and report["teacher"]["psnr"] > 0

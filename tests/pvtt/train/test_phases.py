@@ -114,7 +114,7 @@ def test_periodic_evaluation_does_not_change_training(lat, tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [4, 8, 12]
     assert all(float(r["psnr"]) > 5 and 0 < float(r["ssim"]) <= 1 and float(r["val_loss"]) > 0 for r in rows)
-    assert (tmp_path / "off/eval.csv").read_text().strip() == "step,val_loss,psnr,ssim,bg_psnr"
+    assert (tmp_path / "off/eval.csv").read_text().strip() == "step,val_loss,psnr,ssim,mask_psnr,bg_psnr"
     metrics = json.loads((tmp_path / "on/metrics.json").read_text())
     assert metrics["eval_psnr"] == pytest.approx(float(rows[-1]["psnr"]), abs=1e-5)
 
