@@ -54,8 +54,9 @@ def test_dvc_stages_cover_the_milestones_with_the_rules_params():
 def test_rule_params_are_the_declared_subtrees_of_the_namespace():
     config = P.load()
     pv = config["pvtt"]
-    assert rule_params(config, "student_4") == {"distill": {"common": pv["distill"]["common"],
-                                                            "student_4": pv["distill"]["student_4"]}}
+    assert rule_params(config, "student_4") == {"distill": {"common": pv["distill"]["common"], "gate": pv["distill"]["gate"],
+                                                            "student_4": pv["distill"]["student_4"]},
+                                                "eval": {k: pv["eval"][k] for k in ("teacher_steps", "cfg_scale")}}
     # Shared keys come from the top level, the pipeline's from its namespace, in the same un-namespaced shape.
     encoder = {k: config["video"][k] for k in ("crf", "preset", "threads")}
     assert rule_params(config, "sample") == {"seed": config["seed"], "sample": pv["sample"], "video": encoder}
