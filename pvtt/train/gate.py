@@ -10,7 +10,7 @@ direction; the relative drop (teacher - student) / |teacher| of each must stay w
 ``distill.gate.max_drop`` (0.05 by default). A student that fails stops its rule with a
 ``GateFailed`` naming each failing metric and its numbers, so nothing downstream builds on it; the
 numbers go to the student's ``metrics.json`` (and the report) when it passes, and to
-``work/gates/<student>.json`` either way.
+``work/logs/<student>.gate.json`` either way.
 """
 from __future__ import annotations
 

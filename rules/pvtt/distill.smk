@@ -15,7 +15,9 @@ for _student, _init in STUDENT_INIT.items():
         output:
             directory(f"{A}/{_student}"),
         log:
-            f"{W}/logs/{_student}.log",
+            main=f"{W}/logs/{_student}.log",
+            # The quality gate's verdict: a log, so Snakemake keeps it when the gate fails the job.
+            gate=f"{W}/logs/{_student}.gate.json",
         cache: True  # between-workflow output cache: `snakemake --cache` with SNAKEMAKE_OUTPUT_CACHE set
         conda:
             ENV
@@ -26,11 +28,10 @@ for _student, _init in STUDENT_INIT.items():
             p=P(_student),
             student=_student,
             checkpoints=f"{W}/checkpoints/{_student}",
-            gate=f"{W}/gates/{_student}.json",
         shell:
             torchrun(
                 "scripts/distill.py --params {params.p:q} --latents {input.latents} --teacher {input.teacher}"
                 " --init {input.init} --student {params.student} --out {output} --threads {threads}"
-                " --gpus {resources.gpu} --checkpoint-dir {params.checkpoints} --gate-report {params.gate}"
-                " > {log} 2>&1"
+                " --gpus {resources.gpu} --checkpoint-dir {params.checkpoints} --gate-report {log.gate}"
+                " > {log.main} 2>&1"
             )
