@@ -30,6 +30,13 @@ def region_scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict
             "bg_psnr": M.psnr(pred, truth, ~inside), "bg_ssim": M.ssim(pred, truth, ~inside)}
 
 
+def cells_on_frames(cells: torch.Tensor, frame_shape: tuple[int, int, int]) -> list[np.ndarray]:
+    """Per clip, the (F, H, W) bool pixel mask of latent edit cells ``cells`` (B, 1, F', H', W')
+    at the decoded frames' size (nearest): the mask where only latents are at hand."""
+    up = torch.nn.functional.interpolate(cells.float(), size=tuple(frame_shape), mode="nearest")
+    return [m[0].numpy() > 0 for m in up]
+
+
 def clip_scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """Every weight-free score of one clip: whole-frame and per-region fidelity, temporal
     consistency (what the evaluation and the distillation gates compare)."""

@@ -40,6 +40,10 @@ class Conditions:
         k3 = keep.view(-1, 1, 1).to(self.image_tokens.dtype)
         return Conditions(self.source, self.mask, self.image_tokens * k3, self.text_tokens * k3)
 
+    def edit_cells(self) -> torch.Tensor:
+        """(B, 1, F, H, W) latent cells with any edit (1) and without (0), in the source's dtype."""
+        return (self.mask.amax(1, keepdim=True) > 0).to(self.source.dtype)
+
     def region_weights(self, inside: float) -> torch.Tensor:
         """(B, 1, F, H, W) loss weights: ``inside`` in the edit mask (a cell's covered fraction
         interpolates), 1 elsewhere (``teacher.mask_loss_weight``). Why below 1: at high noise the
@@ -51,7 +55,7 @@ class Conditions:
     def keep_background(self, dilate: int) -> KeepRegion:
         """The source latents kept outside the edit mask grown by ``dilate`` latent cells
         (``inference.keep_background``): the background is the template's by construction."""
-        edit = (self.mask.amax(1, keepdim=True) > 0).to(self.source.dtype)
+        edit = self.edit_cells()
         if dilate > 0:
             edit = F.max_pool3d(edit, (1, 2 * dilate + 1, 2 * dilate + 1), stride=1, padding=(0, dilate, dilate))
         return KeepRegion(self.source, 1 - edit)

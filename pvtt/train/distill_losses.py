@@ -41,11 +41,6 @@ def decodes_with_grad(codec) -> bool:
     return isinstance(codec, SpaceToDepthCodec)
 
 
-def _edit_region(cond: Conditions) -> torch.Tensor:
-    """(B, 1, F, H, W) latent cells with any edit."""
-    return (cond.mask.amax(1, keepdim=True) > 0).to(cond.source.dtype)
-
-
 def latent_mse(x0_gen: torch.Tensor, x0_true: torch.Tensor, cond: Conditions) -> torch.Tensor:
     return F.mse_loss(x0_gen, x0_true)
 
@@ -63,7 +58,7 @@ def pixel_regression(codec, lpips: Callable | None = None) -> Callable:
 
 
 def background_loss(x0_gen: torch.Tensor, x0_true: torch.Tensor, cond: Conditions) -> torch.Tensor:
-    keep = (1 - _edit_region(cond)).expand_as(x0_gen)
+    keep = (1 - cond.edit_cells()).expand_as(x0_gen)
     return ((x0_gen - cond.source) ** 2 * keep).sum() / keep.sum().clamp_min(1.0)
 
 
@@ -117,7 +112,7 @@ def _region_views(frames: torch.Tensor, mask: torch.Tensor, size: int) -> torch.
 def identity_loss(codec, image_encoder, size: int) -> Callable:
     def loss(x0_gen: torch.Tensor, x0_true: torch.Tensor, cond: Conditions) -> torch.Tensor:
         frames = codec.decode(x0_gen)
-        mask = F.interpolate(_edit_region(cond), size=frames.shape[2:], mode="nearest")
+        mask = F.interpolate(cond.edit_cells(), size=frames.shape[2:], mode="nearest")
         counts = [int((mask[b, 0].flatten(1).amax(1) > 0).sum()) for b in range(len(mask))]
         views = _region_views(frames, mask, size)
         if len(views) == 0:

@@ -22,7 +22,7 @@ import torch
 
 from genbuild.media import to_uint8
 from genbuild.train.flow import sample
-from pvtt.eval.regions import ReferenceSimilarity, clip_scores
+from pvtt.eval.regions import ReferenceSimilarity, cells_on_frames, clip_scores
 
 # Every gated metric is better when higher (PSNR, SSIM, their regions, temporal consistency, the
 # reference similarity). A lower-is-better metric would be added here with -1.
@@ -73,10 +73,8 @@ def relative_drops(teacher: dict[str, float], student: dict[str, float]) -> dict
 
 
 @torch.no_grad()
-def _scores(model, data, codec, ref_sim: ReferenceSimilarity, steps: int, shift: float, cfg: float) -> dict:
-    truth = [to_uint8(v) for v in codec.decode(data.target)]
-    cells = data.cond.mask.amax(1, keepdim=True).float()
-    masks = [m[0].numpy() > 0 for m in torch.nn.functional.interpolate(cells, size=truth[0].shape[:3], mode="nearest")]
+def _scores(model, data, codec, truth: list, masks: list, ref_sim: ReferenceSimilarity, steps: int, shift: float,
+            cfg: float) -> dict:
     per = []
     for i in range(len(truth)):
         noise = torch.randn(data.target[i:i + 1].shape, generator=torch.Generator().manual_seed(2000 + i))
@@ -91,6 +89,9 @@ def check(student, teacher, val, bundle, steps: int, teacher_steps: int, teacher
     data = type(val)(val.keys[:items], val.target[:items], val.cond.select(slice(0, items)))
     ref_sim = ReferenceSimilarity(bundle.image_encoder, bundle.components["image_encoder"]["size"],
                                   bundle.components["image_encoder"].get("kind", "tiny"))
-    t = _scores(teacher, data, bundle.codec, ref_sim, teacher_steps, shift, teacher_cfg)
-    s = _scores(student, data, bundle.codec, ref_sim, steps, shift, 1.0)
+    with torch.no_grad():
+        truth = [to_uint8(v) for v in bundle.codec.decode(data.target)]
+    masks = cells_on_frames(data.cond.edit_cells(), truth[0].shape[:3])
+    t = _scores(teacher, data, bundle.codec, truth, masks, ref_sim, teacher_steps, shift, teacher_cfg)
+    s = _scores(student, data, bundle.codec, truth, masks, ref_sim, steps, shift, 1.0)
     return GateResult(t, s, relative_drops(t, s), max_drop)

@@ -20,7 +20,7 @@ import torch
 from genbuild.media import side_by_side, to_uint8
 from genbuild.metrics import classical as M
 from genbuild.train.flow import fixed_loss, sample
-from pvtt.eval.regions import region_scores
+from pvtt.eval.regions import cells_on_frames, region_scores
 
 COLUMNS = ("step", "val_loss", "psnr", "ssim", "mask_psnr", "bg_psnr")
 
@@ -40,10 +40,8 @@ class PeriodicEval:
         self.target = self.val.target[:n]
         self.noise = torch.randn(self.target.shape, generator=torch.Generator().manual_seed(1000))
         self.truth = [to_uint8(v) for v in self.codec.decode(self.target)]
-        # The mask latents cover the latent grid; upsampled to frames for the background score.
-        m = self.cond.mask.amax(1, keepdim=True)
-        m = torch.nn.functional.interpolate(m.float(), size=self.truth[0].shape[:3], mode="nearest")
-        self.inside = [x[0].numpy() > 0 for x in m]
+        # The mask latents cover the latent grid; upsampled to frames for the region scores.
+        self.inside = cells_on_frames(self.cond.edit_cells(), self.truth[0].shape[:3])
 
     @torch.no_grad()
     def __call__(self, model, step: int) -> tuple[dict, list[np.ndarray]]:
