@@ -53,6 +53,18 @@ bench-avgen: setup
 	snakemake --cores $(CORES) --profile profiles/local artifacts/avgen_int8
 	python -m avgen.bench.sample
 
+# Inference: seconds per video (encode / denoise / decode) of the teacher and every student form, the service
+# under load; last line speedup=<teacher / fastest student_4 form within the gate> (pvtt/bench/infer.py).
+.PHONY: bench-infer serve
+bench-infer: setup
+	snakemake --cores $(CORES) --profile profiles/local artifacts/engine artifacts/student_16 artifacts/student_8
+	python -m pvtt.bench.infer --out work/bench/infer.json
+
+# The edit as an HTTP service on deploy.serve.host:port (pvtt/serve/app.py), with deploy.model's artifact.
+serve: setup
+	snakemake --cores $(CORES) --profile profiles/local artifacts/engine
+	python -m pvtt serve
+
 # Optional: Optuna search over the teacher's lr/batch/accumulation/warm-up on the sample's latents.
 hpo: setup
 	snakemake --cores $(CORES) --profile profiles/local work/hpo

@@ -1,4 +1,4 @@
-"""Weight-only INT8: every ``nn.Linear`` of a model stored as int8 with one fp32 scale per output row.
+"""Weight-only INT8 (and FP8): every ``nn.Linear`` of a model stored as int8 with one fp32 scale per output row.
 
 Why weight-only, per channel, symmetric: it is the quantisation that needs no calibration data and
 keeps a transformer's quality (the activations stay in their dtype; the weights' rounding error is
@@ -8,6 +8,12 @@ activation's dtype, so speed on CPU is the fp32 model's (an INT8 GEMM kernel is 
 choice on GPU, not a format change). The format is a plain state dict (``<name>.qweight`` int8,
 ``<name>.scale`` fp32), saved as safetensors; ``quantize`` converts a model in place and
 ``load_quantized`` rebuilds one from its fp32 architecture.
+
+The same layout holds FP8 (``Fp8Linear``: float8 e4m3 weights, one scale per row, max 448), the
+format Hopper-class GPUs multiply natively; elsewhere it is dequantised like INT8. ``dynamic_int8``
+is the other INT8: weights and activations in int8 (the activation scale measured at each call),
+with PyTorch's own quantised GEMM on the CPU (fbgemm/oneDNN), which is where INT8 buys speed
+without a GPU.
 """
 from __future__ import annotations
 
@@ -21,10 +27,12 @@ QMAX = 127
 class Int8Linear(nn.Module):
     """A Linear whose weight is int8 ``qweight`` (out, in) times ``scale`` (out,)."""
 
+    STORAGE, QMAX = torch.int8, QMAX
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=self.STORAGE))
         self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
@@ -32,12 +40,16 @@ class Int8Linear(nn.Module):
     def from_linear(cls, lin: nn.Linear) -> Int8Linear:
         q = cls(lin.in_features, lin.out_features, lin.bias is not None)
         w = lin.weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp_min(1e-12) / QMAX
-        q.qweight.copy_(torch.round(w / scale[:, None]).clamp(-QMAX, QMAX).to(torch.int8))
+        scale = w.abs().amax(dim=1).clamp_min(1e-12) / cls.QMAX
+        q.qweight.copy_(q.round(w / scale[:, None]).clamp(-cls.QMAX, cls.QMAX).to(cls.STORAGE))
         q.scale.copy_(scale)
         if lin.bias is not None:
             q.bias.data.copy_(lin.bias.detach().float())
         return q.to(lin.weight.device)
+
+    @staticmethod
+    def round(x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)
 
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return (self.qweight.to(dtype) * self.scale.to(dtype)[:, None])
@@ -52,7 +64,20 @@ class Int8Linear(nn.Module):
         return F.linear(x, self.dequantized(x.dtype), bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.STORAGE} per-channel"
+
+
+class Fp8Linear(Int8Linear):
+    """The same with float8 e4m3 weights (the cast rounds to the nearest e4m3 value)."""
+
+    STORAGE, QMAX = torch.float8_e4m3fn, 448.0
+
+    @staticmethod
+    def round(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+FORMATS = {"int8": Int8Linear, "fp8": Fp8Linear}
 
 
 def _linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
@@ -60,21 +85,36 @@ def _linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
             if isinstance(child, nn.Linear)]
 
 
-def quantize(model: nn.Module) -> list[str]:
-    """Replace every nn.Linear by an Int8Linear, in place; returns their qualified names."""
+def quantize(model: nn.Module, fmt: str = "int8") -> list[str]:
+    """Replace every nn.Linear by an Int8Linear (``fmt`` "fp8": Fp8Linear), in place; returns their
+    qualified names."""
+    cls = FORMATS[fmt]
     names = {id(m): n for n, m in model.named_modules()}
     done = []
     for parent, name, lin in _linears(model):
-        setattr(parent, name, Int8Linear.from_linear(lin))
+        setattr(parent, name, cls.from_linear(lin))
         done.append(f"{names[id(parent)]}.{name}".lstrip("."))
     return sorted(done)
 
 
-def load_quantized(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """``model`` (the fp32 architecture) with its Linears made Int8Linear and ``state`` loaded strictly."""
-    quantize(model)
+def load_quantized(model: nn.Module, state: dict[str, torch.Tensor], fmt: str = "int8") -> nn.Module:
+    """``model`` (the fp32 architecture) with its Linears quantised to ``fmt`` and ``state`` loaded strictly."""
+    quantize(model, fmt)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def dynamic_int8(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every nn.Linear dynamically quantised (int8 weights per row and int8
+    activations per call) by PyTorch's own quantiser, which runs on the CPU's quantised engine.
+    Its state dict (packed weights) saves and loads with torch.save / torch.load(weights_only=True)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao's deprecation notices, one per call
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -1,13 +1,14 @@
 """``python -m pvtt <command>``: the user-facing commands that are not DAG stages.
 
 - ``generate``: edit one template video with a new product (``pvtt.deploy.generate``).
+- ``serve``: the edit as an HTTP service with a task queue (``pvtt.serve.app``).
 - ``data``: ask the dataset index: ``data stats``, ``data lineage <id>``, ``data ids`` (``pvtt.pack.query``).
 """
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"generate": "pvtt.deploy.generate", "data": "pvtt.pack.query"}
+COMMANDS = {"generate": "pvtt.deploy.generate", "serve": "pvtt.serve.app", "data": "pvtt.pack.query"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from genbuild.batching import num_batches
 from genbuild.params import ParamsError
 from genbuild.workflow import Milestone, Pipeline, Rule, rule_params
 from pvtt.models.components import stand_in_error
-from pvtt.train.phases import TEACHER_PHASES
+from pvtt.train.phases import STUDENT_INIT, STUDENTS, TEACHER_PHASES
 
 NAME = "pvtt"
 
@@ -56,7 +56,7 @@ RULES: dict[str, Rule] = {
                   "latents", "latents"),
     **{rule: _r(["model", "train_data", "teacher", f"teacher_phases.{phase}"], "teacher", "teacher")
        for phase, rule in TEACHER_PHASES},
-    **{s: _r([*DISTILL, f"distill.{s}"], "distill", "distill") for s in ("student_16", "student_8", "student_4")},
+    **{s: _r([*DISTILL, f"distill.{s}"], "distill", "distill") for s in STUDENTS},
     "hpo": _r(["model", "train_data", "teacher", "hpo"], "hpo", "hpo"),
     "engine": _r(["train_data", "engine"], "engine", "engine"),
     "eval": _r(["train_data", "eval"], "eval", "eval"),
@@ -81,12 +81,11 @@ MILESTONES: dict[str, Milestone] = {
     "dataset": Milestone(tuple(DATASET_RULES), "dataset"),
     "latents": Milestone(("latents",), "latents", ("dataset",)),
     **_teacher_milestones(),
-    "student_16": Milestone(("student_16",), "student_16", ("latents", TEACHER)),
-    "student_8": Milestone(("student_8",), "student_8", ("latents", TEACHER, "student_16")),
-    "student_4": Milestone(("student_4",), "student_4", ("latents", TEACHER, "student_8")),
+    **{s: Milestone((s,), s, ("latents", TEACHER, *([init] if init != "teacher" else [])))
+       for s, init in STUDENT_INIT.items()},
     "engine": Milestone(("engine",), "engine", ("dataset", "student_4")),
-    "eval": Milestone(("eval",), "eval", ("dataset", *(r for _, r in TEACHER_PHASES), "student_16", "student_8",
-                                          "student_4", "engine"), metrics=("metrics.json",)),
+    "eval": Milestone(("eval",), "eval", ("dataset", *(r for _, r in TEACHER_PHASES), *STUDENTS, "engine"),
+                      metrics=("metrics.json",)),
 }
 
 
@@ -140,7 +139,7 @@ def _extra_deps(config: dict, milestone: str) -> list[str]:
 PIPELINE = Pipeline(
     name=NAME, rules=RULES, milestones=MILESTONES, stage_prefix="", check_params=check_params,
     extra_deps=_extra_deps,
-    releases={"dataset": ("dataset",), "teacher": (TEACHER,), "student": ("student_16", "student_8", "student_4"),
+    releases={"dataset": ("dataset",), "teacher": (TEACHER,), "student": STUDENTS,
               "engine": ("engine",), "eval": ("eval",)},
 )
 
@@ -241,9 +240,9 @@ def num_shards(config: dict, n_videos: int) -> int:
 def job_count_formula(n_videos: int, n_products: int, n_shards: int, sample: bool, videos_per_job: int = 1) -> int:
     """Jobs of a full build: per batch of ``videos_per_job`` videos 6 (ingest, shots, clips, masks,
     maskqc, backgrounds), per product 1, per shard 2 (synth, filter), plus fixed ones (index,
-    pairs, review, pack, latents, 3 teacher phases, 3 students, engine, eval, all: 14, and sample
+    pairs, review, pack, latents, 3 teacher phases, 4 students, engine, eval, all: 15, and sample
     when generated)."""
-    return 6 * num_batches(n_videos, videos_per_job) + n_products + 2 * n_shards + 14 + (1 if sample else 0)
+    return 6 * num_batches(n_videos, videos_per_job) + n_products + 2 * n_shards + 15 + (1 if sample else 0)
 
 
 def pulled_artifact(config: dict, milestone: str, work_marker: str) -> bool:

@@ -95,8 +95,11 @@ class AVConditions:
         return replace(self, clip_text=self.clip_text * k.to(self.clip_text.dtype),
                        clap_text=self.clap_text * k.to(self.clap_text.dtype))
 
-    def denoise(self, model, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``model`` (``AVGenNetwork``) on the flat noisy target ``x`` (B, N) -> the flat velocity, in ``x``'s dtype."""
+    def denoise(self, model, x: torch.Tensor, t: torch.Tensor, interval: torch.Tensor | None = None) -> torch.Tensor:
+        """``model`` (``AVGenNetwork``) on the flat noisy target ``x`` (B, N) -> the flat velocity, in ``x``'s dtype.
+        The AVGen network has no interval input (no average-velocity training here yet)."""
+        if interval is not None:
+            raise ValueError("AVGenNetwork predicts the instantaneous velocity; it takes no interval")
         video, audio = unpack(x, self)
         v, a = model(video, audio, t, self.clip_text, self.clap_text)
         return pack(v, a).to(x.dtype)

@@ -29,5 +29,7 @@ class Conditioning(Protocol):
     def drop(self, keep: torch.Tensor) -> Self:
         """CFG dropout in training: the null conditions where ``keep`` (B,) is False."""
 
-    def denoise(self, model, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``model``'s output (the velocity) at noisy latents ``x`` and timesteps ``t`` (B,), in ``x``'s dtype."""
+    def denoise(self, model, x: torch.Tensor, t: torch.Tensor, interval: torch.Tensor | None = None) -> torch.Tensor:
+        """``model``'s output (the velocity) at noisy latents ``x`` and timesteps ``t`` (B,), in ``x``'s dtype.
+        ``interval`` (B,): for an average-velocity model (MeanFlow) the length t - r of the step, in
+        timestep units; the kit passes it only to models with ``average_velocity`` set."""

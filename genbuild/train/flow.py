@@ -38,16 +38,28 @@ def sample_sigmas(n: int, shift: float, generator: torch.Generator) -> torch.Ten
 
 
 # -- the model call ------------------------------------------------------------------------------
-def call_model(model, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+def _timesteps(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     t = (sigma * 1000.0).expand(x.shape[0]) if sigma.ndim == 0 else sigma * 1000.0
-    return cond.denoise(model, x, t.to(x.dtype))
+    return t.to(x.dtype)
 
 
-def guided_velocity(model, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cfg_scale: float) -> torch.Tensor:
-    v_cond = call_model(model, x, sigma, cond)
+def call_model(model, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
+               interval: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's velocity at ``x``, noise level ``sigma``. ``interval`` (sigma - r): the step the
+    caller is about to take; an average-velocity model (MeanFlow, ``model.average_velocity``)
+    returns its mean velocity over [r, sigma], a plain one its instantaneous velocity, which is
+    Euler's own estimate of that mean."""
+    if interval is None or not getattr(model, "average_velocity", False):
+        return cond.denoise(model, x, _timesteps(sigma, x))
+    return cond.denoise(model, x, _timesteps(sigma, x), interval=_timesteps(interval, x))
+
+
+def guided_velocity(model, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cfg_scale: float,
+                    interval: torch.Tensor | None = None) -> torch.Tensor:
+    v_cond = call_model(model, x, sigma, cond, interval)
     if cfg_scale == 1.0:
         return v_cond
-    v_uncond = call_model(model, x, sigma, cond.null())
+    v_uncond = call_model(model, x, sigma, cond.null(), interval)
     return v_uncond + cfg_scale * (v_cond - v_uncond)
 
 
@@ -70,12 +82,13 @@ class KeepRegion:
 def sample(model, cond: Conditioning, noise: torch.Tensor, steps: int, shift: float, cfg_scale: float = 1.0,
            velocity_fn=None, keep: KeepRegion | None = None) -> torch.Tensor:
     """Euler integration of the flow from noise (s=1) to data (s=0) in ``steps`` steps; ``keep``
-    holds a region to the known latents at every step (``KeepRegion``)."""
-    velocity_fn = velocity_fn or (lambda x, s: guided_velocity(model, x, s, cond, cfg_scale))
+    holds a region to the known latents at every step (``KeepRegion``). An average-velocity model
+    is told each step's length, which makes the same loop MeanFlow's few-step sampler."""
+    velocity_fn = velocity_fn or (lambda x, s, ds: guided_velocity(model, x, s, cond, cfg_scale, ds))
     sigmas = sigma_schedule(steps, shift)
     x = noise
     for i in range(steps):
-        v = velocity_fn(x, sigmas[i])
+        v = velocity_fn(x, sigmas[i], sigmas[i] - sigmas[i + 1])
         x = x + (sigmas[i + 1] - sigmas[i]) * v
         if keep is not None:
             x = keep.apply(x, noise, sigmas[i + 1])

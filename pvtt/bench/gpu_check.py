@@ -12,6 +12,8 @@ At the Wan2.1-1.3B shape with random weights and PVTT's conditioning (480 x 832,
 - ``teacher_zero2``: the same under DeepSpeed ZeRO-2 (configs/deepspeed/zero2.json) in one process;
 - ``dmd2_step``: one DMD2 generator update (5 critic updates first, 4-step student, CFG 3);
 - ``vae``: the Wan2.1 VAE encode and decode of the 81-frame clip;
+- ``inference``: the teacher (50 steps, CFG 5: 100 calls) vs a 4-step student end to end with the VAE
+  decode, the student eager, compiled, with FP8 weights and with the fastest attention kernel there;
 - ``backend_<name>``: every real backend's forward at tiny width (``pvtt.bench.gpu_check_backends``).
 
 Each section runs on its own: a failure is recorded as ``{"ok": false, "error": ...}`` and the
@@ -74,6 +76,7 @@ def sections(shape: dit.Shape, device: torch.device, work: Path, compile_backend
         "teacher_zero2": lambda: dit.teacher_step(shape, device, "zero2"),
         "dmd2_step": lambda: dit.dmd2_step(shape, device),
         "vae": lambda: dit.vae_roundtrip(shape, device, work),
+        "inference": lambda: dit.inference(shape, device, work, compile_backend),
     }
     for name in backends.BACKENDS:
         out[f"backend_{name}"] = lambda name=name: backends.run_one(name, device, work / "backends")
@@ -133,6 +136,12 @@ def table(doc: dict) -> str:
         elif name == "dmd2_step":
             time_s = f"{_fmt(r['step_s'], ' s')}"
             notes = f"{r['critic_steps']} critic + 1 generator update, {r['model_tflop_per_step']} TFLOP"
+        elif name == "inference":
+            time_s = f"teacher {_fmt(r['teacher_total_s'], ' s')}, student {_fmt(r['student_total_s'], ' s')}"
+            notes = (f"{r['teacher_steps']} steps CFG {r['teacher_cfg']:g} vs {r['student_steps']} steps, VAE decode "
+                     f"{r['vae_decode_s']} s in both; student eager {r['student_eager_s']} s, compiled "
+                     f"{r['student_compiled_s']} s, FP8 weights {r['student_fp8_weights_s']} s, {r['attention_fastest']} "
+                     f"{r['student_fastest_attention_s']} s; speedup {r['speedup_end_to_end']}x")
         elif name == "vae":
             time_s = f"encode {_fmt(r['encode_s'], ' s')}, decode {_fmt(r['decode_s'], ' s')}"
             notes = f"{r['clip'][0]}x{r['clip'][1]}x{r['clip'][2]} -> {'x'.join(map(str, r['latent']))}, {r['dtype']}"
@@ -162,7 +171,7 @@ def summary(doc: dict) -> str:
              ("peak_gib", get("teacher_eager", "peak_mem_gib")), ("compile_s", get("teacher_compile", "compile_s")),
              ("compiled_step_s", get("teacher_compile", "step_s")), ("zero2_step_s", get("teacher_zero2", "step_s")),
              ("dmd2_step_s", get("dmd2_step", "step_s")), ("vae_encode_s", get("vae", "encode_s")),
-             ("vae_decode_s", get("vae", "decode_s")),
+             ("vae_decode_s", get("vae", "decode_s")), ("infer_speedup", get("inference", "speedup_end_to_end")),
              ("failed", sum(not r["ok"] for r in s.values()))]
     return " ".join(f"{k}={'na' if v is None else v}" for k, v in pairs)
 

@@ -376,3 +376,77 @@ def shape_info(shape: Shape) -> dict:
     d = asdict(shape)
     d.update(latent=list(shape.latent), tokens=shape.tokens, forward_tflop=sig(dit_forward_flops(shape) / 1e12))
     return d
+
+
+# --------------------------------------------------------------------------------------- inference
+def _timed_sample(model, cond, noise, steps: int, cfg: float, device: torch.device, attention: str = "sdpa") -> float:
+    from genbuild.train.flow import sample
+    from pvtt.models.attention import attention_backend
+
+    with attention_backend(attention), torch.no_grad():
+        sample(model, cond, noise, 1, 3.0, cfg)   # warm-up (and, compiled, the compile)
+        sync(device)
+        t0 = time.perf_counter()
+        sample(model, cond, noise, steps, 3.0, cfg)
+        sync(device)
+    return time.perf_counter() - t0
+
+
+def fastest_attention() -> str:
+    """The first importable-and-runnable kernel after SDPA (flash_attn, then sageattention), else sdpa."""
+    from pvtt.models.attention import attention_function
+
+    for name in ("flash_attn", "sageattention"):
+        try:
+            attention_function(name)
+            return name
+        except ValueError:
+            continue
+    return "sdpa"
+
+
+def inference(shape: Shape, device: torch.device, workdir: Path, compile_backend: str = "inductor",
+              teacher_steps: int = 50, cfg: float = 5.0, student_steps: int = 4) -> dict:
+    """Teacher (50 steps, CFG: 100 calls) vs a 4-step student end to end at ``shape`` with random
+    weights, each followed by the Wan VAE decode: the student eager, compiled, with FP8 weights
+    (``genbuild.quant``) and with the fastest attention kernel importable here."""
+    import copy
+
+    from genbuild.quant import quantize
+    from pvtt.models.attention import compiled
+    from pvtt.models.codec import WanVAECodec, wan_vae
+    from pvtt.models.components import resolve_placement
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = new_dit(shape, device).to(dtype).eval()
+    x0, cond = batch(shape)
+    cond = cond.to(device)
+    cond = type(cond)(**{k: v.to(dtype) for k, v in vars(cond).items()})
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    dev, vdtype = resolve_placement("auto" if device.type == "cuda" else "cpu", "auto")
+    path = Path(workdir) / "Wan2.1_VAE_infer.pth"
+    torch.manual_seed(0)
+    torch.save(wan_vae(**shape.vae_arch).model.state_dict(), path)
+    codec = WanVAECodec(str(path), dev, vdtype, arch=shape.vae_arch or None)
+    codec.decode(noise[:, :, :2].float())   # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    codec.decode(noise.float())
+    sync(device)
+    decode_s = time.perf_counter() - t0
+    out = {"teacher_denoise_s": _timed_sample(model, cond, noise, teacher_steps, cfg, device),
+           "student_eager_s": _timed_sample(model, cond, noise, student_steps, 1.0, device)}
+    out["student_compiled_s"] = _timed_sample(compiled(model, True) if compile_backend == "inductor"
+                                              else torch.compile(model, backend=compile_backend), cond, noise, student_steps, 1.0, device)
+    fp8 = copy.deepcopy(model).float()
+    quantize(fp8, "fp8")
+    out["student_fp8_weights_s"] = _timed_sample(fp8.to(dtype), cond, noise, student_steps, 1.0, device)
+    kernel = fastest_attention()
+    out["attention_fastest"] = kernel
+    out["student_fastest_attention_s"] = _timed_sample(model, cond, noise, student_steps, 1.0, device, kernel)
+    out.update(vae_decode_s=round(decode_s, 4), teacher_steps=teacher_steps, teacher_cfg=cfg, student_steps=student_steps)
+    best = min(out["student_eager_s"], out["student_compiled_s"], out["student_fp8_weights_s"], out["student_fastest_attention_s"])
+    out["teacher_total_s"] = round(out["teacher_denoise_s"] + decode_s, 4)
+    out["student_total_s"] = round(best + decode_s, 4)
+    out["speedup_end_to_end"] = round(out["teacher_total_s"] / out["student_total_s"], 2)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}

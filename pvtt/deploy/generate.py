@@ -15,22 +15,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
 
 from genbuild.io.video import MediaError, probe, read_frames, write_video
 from genbuild.stage import setup_logging
-from genbuild.train.flow import sample
 from genbuild.workflow import namespace
-from pvtt.models.bundle import load_bundle
-from pvtt.models.conditions import Conditions
+from pvtt.deploy.editor import Editor
 from pvtt.models.dit import read_config
-from pvtt.models.encoders import reference_to_tensor
 from pvtt.train.data import frame_indices
 
 log = logging.getLogger(__name__)
@@ -83,9 +78,10 @@ def template_mask(frames: np.ndarray, mask_path: Path | None, params: dict, cate
 
 def generate(template: Path, product: Path, model_dir: Path, out: Path, params: dict, steps: int | None = None,
              cfg_scale: float | None = None, caption: str = "", mask_path: Path | None = None, seed: int = 0,
-             side_by_side: bool = False, category: str | None = None) -> dict:
+             side_by_side: bool = False, category: str | None = None, editor: Editor | None = None) -> dict:
+    """Edit one template file; ``editor``: a model already loaded (else ``model_dir`` with ``deploy``'s settings)."""
     td = params["train_data"]
-    cfg = read_config(model_dir)  # names the missing file when the model is absent
+    read_config(model_dir)  # names the missing file when the model is absent
     try:
         info = probe(template)
     except MediaError as e:
@@ -95,24 +91,13 @@ def generate(template: Path, product: Path, model_dir: Path, out: Path, params: 
     frames = frames[frame_indices(len(frames), int(td["frames"]), int(td["frame_stride"]))]
     mask = template_mask(frames, mask_path, params, category)
     rgba = load_product(product, params)
-    bundle = load_bundle(model_dir)
-    student = cfg.get("kind") == "student"
-    steps = int(steps or cfg.get("steps") or params["eval"]["teacher_steps"])
-    cfg_scale = float(cfg_scale if cfg_scale is not None else (1.0 if student else params["eval"]["cfg_scale"]))
-    src = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-    m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    ref = reference_to_tensor(rgba, int(td["reference_size"]))[None]
-    with torch.no_grad():
-        cond = Conditions(bundle.encode_source(src, m), bundle.codec.encode_mask(m), bundle.image_encoder(ref),
-                          bundle.text_encoder([caption]))
-        lat_shape = cond.source.shape
-        noise = torch.randn(lat_shape, generator=torch.Generator().manual_seed(seed))
-        t0 = time.perf_counter()
-        keep = params["eval"].get("keep_background") or {}
-        region = cond.keep_background(int(keep.get("dilate", 1))) if keep.get("enabled") else None
-        lat = sample(bundle.dit.eval(), cond, noise, steps, float(cfg["shift"]), cfg_scale, keep=region)
-        edited = ((bundle.codec.decode(lat)[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
-        seconds = time.perf_counter() - t0
+    editor = editor or editor_from_params(model_dir, params)
+    steps = int(steps or editor.config.get("steps") or params["eval"]["teacher_steps"])
+    cfg_scale = float(cfg_scale if cfg_scale is not None else (1.0 if editor.student else params["eval"]["cfg_scale"]))
+    keep = params["eval"].get("keep_background") or {}
+    result = editor.edit(frames, mask, rgba, caption, int(td["reference_size"]), steps, cfg_scale, seed,
+                         int(keep.get("dilate", 1)) if keep.get("enabled") else None)
+    edited = result.frames
     fps = info.fps / int(td["frame_stride"])  # probe guarantees a positive frame rate
     out.parent.mkdir(parents=True, exist_ok=True)
     write_video(out, edited, fps)
@@ -122,11 +107,19 @@ def generate(template: Path, product: Path, model_dir: Path, out: Path, params: 
 
         tiles = strip([("template", frames), ("product", on_white(rgba)), ("edit", edited)])
         write_video(out.with_name(out.stem + "_side_by_side.mp4"), np.stack(tiles), fps)
-    result = {"out": str(out), "model": str(model_dir), "kind": cfg.get("kind", "model"), "steps": steps,
-              "cfg_scale": cfg_scale, "frames": int(len(edited)), "size": list(size),
-              "mask_fraction": round(float(mask.mean()), 4), "seconds": round(seconds, 3)}
-    log.info("generate: %s", result)
-    return result
+    out_info = {"out": str(out), "model": str(model_dir), "kind": editor.config.get("kind", "model"), "form": editor.form,
+                "steps": steps, "cfg_scale": cfg_scale, "frames": int(len(edited)), "size": list(size),
+                "mask_fraction": round(float(mask.mean()), 4), "seconds": round(result.seconds["total"], 3)}
+    log.info("generate: %s", out_info)
+    return out_info
+
+
+def editor_from_params(model_dir: Path, params: dict, threads: int = 1) -> Editor:
+    """The model of ``model_dir`` with ``deploy``'s form, attention kernel and compile setting."""
+    dp = params.get("deploy") or {}
+    form = dp.get("form", "pytorch")
+    return Editor(model_dir, form, Path(dp.get("engine", "artifacts/engine")) if form != "pytorch" else None,
+                  dp.get("attention", "sdpa"), bool(dp.get("compile", False)), threads)
 
 
 def main(argv=None) -> int:
@@ -149,7 +142,7 @@ def main(argv=None) -> int:
         params = namespace(yaml.safe_load(a.params.read_text()), "pvtt")  # PVTT's keys with the shared ones
         r = generate(a.template, a.product, a.model, a.out, params, a.steps, a.cfg, a.caption, a.mask, a.seed,
                      a.side_by_side, a.category)
-    except (GenerateError, FileNotFoundError) as e:
+    except (GenerateError, FileNotFoundError, ValueError) as e:
         print(f"generate: {e}", file=sys.stderr)
         return 2
     print(r["out"])

@@ -1,7 +1,9 @@
 """Evaluation stage: every model on the benchmark split, weight-free metrics, metrics JSON + HTML report.
 
 The teacher samples with ``eval.teacher_steps`` steps and CFG; each student with its own step
-count and no CFG (guidance is distilled into it); the ONNX engine runs student_4's schedule.
+count and no CFG (guidance is distilled into it); every form of student_4 the engine stage built
+(ONNX fp32/fp16/INT8, INT8/FP8 PyTorch) runs student_4's schedule, and the report shows each
+one's quality change from the fp32 student.
 The unedited template is scored too, as the do-nothing baseline. Metrics compare decoded
 frames at the training resolution with the ground-truth edit: PSNR, SSIM, background PSNR
 outside the edit region, temporal consistency (1 - flow warp error) and seconds per video.
@@ -29,7 +31,8 @@ from genbuild.media import on_white, side_by_side, to_uint8, write_gif
 from genbuild.metrics.learned import load_metrics
 from genbuild.stage import parser, setup_logging
 from genbuild.train.flow import sample
-from pvtt.deploy.engine import OnnxDenoiser
+from pvtt.deploy.onnx_engine import OnnxDenoiser
+from pvtt.deploy.quantized import load as load_quantized
 from pvtt.eval.regions import ReferenceSimilarity, clip_scores
 from pvtt.eval.report import dataset_section, render
 from pvtt.models.bundle import load_bundle
@@ -37,7 +40,7 @@ from pvtt.models.dit import PVTTDiT, read_config
 from pvtt.train.data import encode
 from pvtt.train.loader import load_all
 from pvtt.train.periodic_eval import COLUMNS as EVAL_COLUMNS
-from pvtt.train.phases import TEACHER_PHASES
+from pvtt.train.phases import STUDENTS, TEACHER_PHASES
 
 PHASE_RULES = [rule for _, rule in TEACHER_PHASES]  # the last is `teacher`, the one the students distil
 log = logging.getLogger(__name__)
@@ -56,15 +59,46 @@ def _model_runs(model_dirs: dict[str, Path], bundle, engine_dir: Path | None, ep
         if name in model_dirs and read_config(model_dirs[name])["components"] == bundle.components:
             runs[name] = (PVTTDiT.load(model_dirs[name]), int(ep["teacher_steps"]), float(ep["cfg_scale"]))
     runs["teacher"] = (bundle.dit, int(ep["teacher_steps"]), float(ep["cfg_scale"]))
-    for name in ("student_16", "student_8", "student_4"):
+    for name in STUDENTS:
         if name in model_dirs:
             steps = int(read_config(model_dirs[name])["steps"])
             runs[name] = (PVTTDiT.load(model_dirs[name]), steps, 1.0)   # the EMA weights, what the artifact is
             if (model_dirs[name] / "raw" / "model.safetensors").is_file():  # the raw generator, to compare
                 runs[f"{name}_raw"] = (PVTTDiT.load(model_dirs[name] / "raw"), steps, 1.0)
-    if engine_dir is not None and (engine_dir / "student_4.onnx").exists():
-        runs["student_4_onnx"] = (OnnxDenoiser(engine_dir / "student_4.onnx", threads), runs["student_4"][1], 1.0)
+    if engine_dir is not None and "student_4" in runs:
+        runs.update({name: (model, runs["student_4"][1], 1.0) for name, model in deployed_forms(engine_dir, threads).items()})
     return runs
+
+
+def deployed_forms(engine_dir: Path, threads: int) -> dict[str, object]:
+    """student_4_<form> -> its denoiser, for every form the engine stage built (its check.json)."""
+    check = read_json(engine_dir / "check.json") if (engine_dir / "check.json").is_file() else {}
+    out = {}
+    for form, info in (check.get("engines") or {}).items():
+        if not info.get("built") or form == "tensorrt":  # a TensorRT plan runs on its GPU only
+            continue
+        path = engine_dir / info["file"]
+        out[f"student_4_{form}"] = OnnxDenoiser(path, threads) if path.suffix == ".onnx" else load_quantized(path)
+    return out
+
+
+DELTA_METRICS = ("psnr", "ssim", "mask_psnr", "bg_psnr", "temporal_consistency")
+
+
+def deployment_table(results: dict[str, dict], engine_dir: Path | None) -> tuple[str, list[str], list[list]]:
+    """student_4's deployed forms against the fp32 student on the benchmark: each metric's change,
+    seconds per video, and the engine check's error (or why a form was not built)."""
+    check = read_json(engine_dir / "check.json") if engine_dir and (engine_dir / "check.json").is_file() else {}
+    base, rows = results.get("student_4", {}), []
+    for form, info in (check.get("engines") or {}).items():
+        res = results.get(f"student_4_{form}")
+        if res is None:
+            rows.append([form, "not run here: " + str(info.get("reason") or "no runtime"), *[""] * (len(DELTA_METRICS) + 2)])
+            continue
+        rows.append([form, "built", *(res[k] - base[k] for k in DELTA_METRICS), res["seconds_per_video"],
+                     info.get("max_abs_diff_sampled_latents", float("nan"))])
+    return ("student_4 deployed: change from the fp32 student on the benchmark (engine stage)",
+            ["form", "status", *(f"Δ {k}" for k in DELTA_METRICS), "seconds_per_video", "latent |diff| (check)"], rows)
 
 
 def _mean_scores(preds: list[np.ndarray], truth: list[np.ndarray], masks: list[np.ndarray], tr,
@@ -174,6 +208,9 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
         results[name] = _mean_scores(preds, truth, masks, tr, ref_sim, learned)
         results[name].update({"steps": steps, "cfg_scale": cfg, "keep_background": keeps,
                               "seconds_per_video": float(np.mean(seconds))})
+        if name.startswith("student_4_") and "student_4" in results:  # a deployed form: its quality delta
+            results[name]["quality_delta_vs_student_4"] = {k: results[name][k] - results["student_4"][k]
+                                                           for k in DELTA_METRICS}
         log.info("eval %s (%d steps, cfg %.1f): %s", name, steps, cfg,
                  ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if isinstance(v, float)))
     summary = {
@@ -188,9 +225,11 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
         "unavailable": unavailable,
     }
     with atomic_path(out_dir, directory=True) as tmp:
-        items = _write_media(tmp, tr, source, truth, outputs)
+        shown = {n: o for n, o in outputs.items() if "quality_delta_vs_student_4" not in results[n]}  # forms look alike
+        items = _write_media(tmp, tr, source, truth, shown)
         write_json(tmp / "metrics.json", summary)
-        render(tmp / "report.html", "PVTT evaluation", summary, items, tables=[training_table(model_dirs)],
+        render(tmp / "report.html", "PVTT evaluation", summary, items,
+               tables=[methods_table(model_dirs, results), deployment_table(results, engine_dir), training_table(model_dirs)],
                sections=dataset_sections(dataset_dir), notes=_report_notes(ep, unavailable, summary))
         write_manifest(tmp, "eval", params, [p / "model.safetensors" for p in model_dirs.values()],
                        {"benchmark_items": len(tr), "models": len(runs)})
@@ -207,6 +246,28 @@ def dataset_sections(dataset_dir: Path) -> list[tuple[str, str]]:
     plots = [(p, (Path(dataset_dir) / p).read_text(encoding="utf-8")) for p in card.get("plots", [])
              if (Path(dataset_dir) / p).is_file()]
     return [("Dataset", dataset_section(card, plots))]
+
+
+METHOD_METRICS = ("psnr", "ssim", "mask_psnr", "bg_psnr", "temporal_consistency")
+
+
+def methods_table(model_dirs: dict[str, Path], results: dict[str, dict]) -> tuple[str, list[str], list[list]]:
+    """The distillation methods side by side: each student's method, steps, quality on the
+    benchmark, seconds per video and training cost (network forward-equivalents per the
+    student's metrics.json, ``genbuild.train.cost``); student_4 and student_alt share their start."""
+    rows = []
+    for name in STUDENTS:
+        if name not in model_dirs or name not in results or not (model_dirs[name] / "metrics.json").is_file():
+            continue
+        own, res = read_json(model_dirs[name] / "metrics.json"), results[name]
+        ref = next((k for k in res if k.startswith("ref_sim_")), None)
+        cost = (own.get("training_cost") or {}).get("forward_equivalents", float("nan"))
+        rows.append([name, own.get("method", "dmd2"), res["steps"], *(res.get(k, float("nan")) for k in METHOD_METRICS),
+                     res.get(ref, float("nan")) if ref else float("nan"), res["seconds_per_video"], own.get("iterations"),
+                     cost])
+    return ("Distillation methods (student_4 and student_alt both start from student_8)",
+            ["student", "method", "steps", *METHOD_METRICS, "ref_sim", "seconds_per_video", "iterations",
+             "training forward-equivalents"], rows)
 
 
 def training_table(model_dirs: dict[str, Path]) -> tuple[str, list[str], list[list]]:

@@ -60,6 +60,8 @@ class Conditions:
             edit = F.max_pool3d(edit, (1, 2 * dilate + 1, 2 * dilate + 1), stride=1, padding=(0, dilate, dilate))
         return KeepRegion(self.source, 1 - edit)
 
-    def denoise(self, model, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def denoise(self, model, x: torch.Tensor, t: torch.Tensor, interval: torch.Tensor | None = None) -> torch.Tensor:
         """The PVTT DiT's call (``PVTTDiT.forward`` and the ONNX denoiser take the fields in this order)."""
-        return model(x, t, self.source, self.mask, self.image_tokens, self.text_tokens)
+        if interval is None:
+            return model(x, t, self.source, self.mask, self.image_tokens, self.text_tokens)
+        return model(x, t, self.source, self.mask, self.image_tokens, self.text_tokens, interval)

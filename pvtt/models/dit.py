@@ -71,14 +71,22 @@ class PVTTDiT(nn.Module):
     - ``source_residual`` (the tiny sample models): the head is x0 - source and starts at
       zero, so an untrained model already reproduces the template and training only has to
       learn the edit; velocity = (x_t - x0) / s.
+
+    ``average_velocity`` (a MeanFlow student, ``genbuild.train.methods.mean_flow``): the network
+    also takes the step's length t - r (``interval``) and returns the mean velocity over it. The
+    interval enters as a second sinusoidal embedding added to the time embedding, as MeanFlow's
+    DiT adds its (t, t - r) embeddings; its last layer starts at zero, so a converted model
+    (``with_average_velocity``) first predicts exactly what it did before, at every interval.
     """
 
-    def __init__(self, arch: dict, latent_channels: int, mask_channels: int = 1, prediction: str = "velocity"):
+    def __init__(self, arch: dict, latent_channels: int, mask_channels: int = 1, prediction: str = "velocity",
+                 average_velocity: bool = False):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"model.prediction: unknown '{prediction}' (known: {', '.join(PREDICTIONS)})")
         self.arch = dict(arch)
         self.prediction = prediction
+        self.average_velocity = bool(average_velocity)
         self.latent_channels, self.mask_channels = latent_channels, mask_channels
         self.use_real_rope = False
         self._real_rope_cache: dict = {}
@@ -94,11 +102,26 @@ class PVTTDiT(nn.Module):
         if prediction == "source_residual":
             nn.init.zeros_(self.wan.head.head.weight)
             nn.init.zeros_(self.wan.head.head.bias)
+        if self.average_velocity:
+            dim = arch["dim"]
+            self.interval_embedding = nn.Sequential(nn.Linear(arch["freq_dim"], dim), nn.SiLU(), nn.Linear(dim, dim))
+            nn.init.zeros_(self.interval_embedding[-1].weight)
+            nn.init.zeros_(self.interval_embedding[-1].bias)
 
     @property
     def config(self) -> dict:
         return {"arch": self.arch, "latent_channels": self.latent_channels, "mask_channels": self.mask_channels,
-                "prediction": self.prediction}
+                "prediction": self.prediction, "average_velocity": self.average_velocity}
+
+    def with_average_velocity(self, seed: int = 0) -> PVTTDiT:
+        """This model with an interval input added (zero at first: same outputs); itself if it has one."""
+        if self.average_velocity:
+            return self
+        torch.manual_seed(seed)
+        out = PVTTDiT(self.arch, self.latent_channels, self.mask_channels, self.prediction, average_velocity=True)
+        missing, unexpected = out.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("interval_embedding.") for k in missing), (missing, unexpected)
+        return out
 
     def _freqs(self, f: int, h: int, w: int):
         f, h, w = int(f), int(h), int(w)  # the ONNX tracer hands sizes over as tensors
@@ -118,10 +141,15 @@ class PVTTDiT(nn.Module):
         return freqs
 
     def forward(self, x_t: torch.Tensor, timestep: torch.Tensor, source: torch.Tensor, mask: torch.Tensor,
-                image_tokens: torch.Tensor, text_tokens: torch.Tensor) -> torch.Tensor:
-        """Predict the flow-matching velocity (noise - data) for latents ``x_t`` at ``timestep`` (0..1000)."""
+                image_tokens: torch.Tensor, text_tokens: torch.Tensor, interval: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict the flow-matching velocity (noise - data) for latents ``x_t`` at ``timestep`` (0..1000);
+        with ``average_velocity``, the mean velocity over the step of length ``interval`` (same units,
+        None: 0, the instantaneous velocity)."""
         wan = self.wan
         t = wan.time_embedding(sinusoidal_embedding_1d(wan.freq_dim, timestep).to(x_t.dtype))
+        if self.average_velocity:
+            interval = torch.zeros_like(timestep) if interval is None else interval
+            t = t + self.interval_embedding(sinusoidal_embedding_1d(wan.freq_dim, interval).to(x_t.dtype))
         t_mod = wan.time_projection(t).unflatten(1, (6, wan.dim))
         context = torch.cat([wan.img_emb(image_tokens), wan.text_embedding(text_tokens)], dim=1)
         x = wan.patch_embedding(torch.cat([x_t, source, mask], dim=1))
@@ -161,7 +189,8 @@ class PVTTDiT(nn.Module):
             if not (d / name).exists():
                 raise FileNotFoundError(f"{d / name}: model file missing (build it, or `dvc pull {d}`)")
         cfg = json.loads((d / "config.json").read_text())
-        model = cls(cfg["arch"], cfg["latent_channels"], cfg.get("mask_channels", 1), cfg.get("prediction", "velocity"))
+        model = cls(cfg["arch"], cfg["latent_channels"], cfg.get("mask_channels", 1), cfg.get("prediction", "velocity"),
+                    cfg.get("average_velocity", False))
         model.load_state_dict(load_file(str(d / "model.safetensors")))
         return model
 

@@ -1,4 +1,4 @@
-"""The teacher's three chained phases: which params each trains with.
+"""The teacher's three chained phases (which params each trains with), and the students' chain.
 
 The seed trains the teacher in phases: a quick LoRA run on the 1.3B model at 480p that
 validates the recipe, LoRA on the 14B model at 720p, then the same with more layers
@@ -15,6 +15,11 @@ from __future__ import annotations
 # Phase 3's rule is `teacher`, the one the students distil.
 TEACHER_PHASES = (("phase1", "teacher_phase1"), ("phase2", "teacher_phase2"), ("phase3", "teacher"))
 PHASES = tuple(phase for phase, _ in TEACHER_PHASES)
+# The students and what each starts from: the chain (each from the previous one, student_16 from
+# the teacher), then the comparison student, another method from student_4's own start, so that
+# the report compares methods and nothing else (nothing downstream reads it).
+STUDENT_INIT = {"student_16": "teacher", "student_8": "student_16", "student_4": "student_8", "student_alt": "student_8"}
+STUDENTS = tuple(STUDENT_INIT)
 
 
 def phase_params(params: dict, phase: str) -> dict:

@@ -1,6 +1,5 @@
-# teacher -> student_16 -> student_8 -> student_4 by DMD2 (one DVC stage each).
-
-STUDENT_INIT = {"student_16": "teacher", "student_8": "student_16", "student_4": "student_8"}
+# teacher -> student_16 -> student_8 -> student_4, and student_alt from student_8 (another method to
+# compare), by DMD2 or MeanFlow (distill.<student>.method); one DVC stage each. pvtt/train/phases.py.
 
 for _student, _init in STUDENT_INIT.items():
 

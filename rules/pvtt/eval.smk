@@ -6,7 +6,7 @@ rule eval:
         dataset=f"{A}/dataset",
         phases=[f"{A}/{rule}" for _, rule in TEACHER_PHASES[:-1]],
         teacher=f"{A}/teacher",
-        students=expand(f"{A}/{{s}}", s=["student_16", "student_8", "student_4"]),
+        students=expand(f"{A}/{{s}}", s=pvtt.STUDENTS),
         engine=f"{A}/engine",
         code=CODE("eval"),
     output:

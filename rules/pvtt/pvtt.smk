@@ -1,8 +1,8 @@
-# PVTT: raw videos -> dataset -> teacher (3 phases) -> students 16/8/4 -> engine -> evaluation.
+# PVTT: raw videos -> dataset -> teacher (3 phases) -> students 16/8/4 (+ alt) -> engine -> evaluation.
 # Its rules, params keys and milestones: pvtt/pipeline.py; its params: the `pvtt:` namespace.
 from pvtt import pipeline as pvtt
 from pvtt.data import vbatch
-from pvtt.train.phases import TEACHER_PHASES, phase1_spec
+from pvtt.train.phases import STUDENT_INIT, TEACHER_PHASES, phase1_spec
 
 PV = wf.namespace(config, "pvtt")  # PVTT's params with the shared keys merged in
 INPUTS = pvtt.list_inputs(PV)

@@ -22,7 +22,7 @@ from genbuild.metrics.classical import iou
 pytestmark = pytest.mark.e2e
 
 MILESTONES = ["dataset", "latents", "teacher_phase1", "teacher_phase2", "teacher", "student_16", "student_8", "student_4",
-              "engine", "eval"]
+              "student_alt", "engine", "eval"]
 
 
 def pvtt_stages(stages: list[str]) -> list[str]:
@@ -32,7 +32,8 @@ def pvtt_stages(stages: list[str]) -> list[str]:
 
 def test_dvc_repro_builds_every_milestone(repo):
     repo, log = repo
-    assert pvtt_stages(dvc_ran_stages(log)) == MILESTONES
+    ran = pvtt_stages(dvc_ran_stages(log))
+    assert sorted(ran) == sorted(MILESTONES) and ran.index("student_alt") > ran.index("student_8"), ran
     for m in MILESTONES:
         assert (repo / "artifacts" / m / "manifest.json").exists(), m
     assert (repo / "artifacts/eval/report.html").exists()
@@ -137,10 +138,20 @@ def test_teacher_phases_chain_loss_falls_and_engine_matches(repo):
     evals = (repo / "artifacts/teacher_phase1/eval.csv").read_text().splitlines()
     assert len(evals) >= 3 and evals[0] == "step,val_loss,psnr,ssim,mask_psnr,bg_psnr"
     check = json.loads((repo / "artifacts/engine/check.json").read_text())
-    assert check["passed"] and check["max_abs_diff_sampled_latents"] <= check["tolerance"]
-    assert "onnx" in check["built"] and check["tensorrt"]["reason"]
+    engines = check["engines"]
+    assert check["passed"] and set(check["built"]) == {"onnx", "onnx_fp16", "onnx_int8", "int8_weight", "int8_dynamic"}
+    for form in check["built"]:  # each checked against PyTorch within its own tolerance, and timed
+        e = engines[form]
+        assert e["passed"] and max(e["max_abs_diff_single_call"], e["max_abs_diff_sampled_latents"]) <= e["tolerance"], form
+        assert e["seconds"] > 0 and (repo / "artifacts/engine" / e["file"]).exists(), form
+    assert engines["onnx"]["tolerance"] == 1e-3  # fp32: the export itself is exact
+    assert "compute capability" in engines["fp8"]["reason"] and engines["tensorrt"]["reason"]
     ev = json.loads((repo / "artifacts/eval/metrics.json").read_text())
-    assert set(ev["models"]) >= {"teacher", "student_16", "student_8", "student_4", "student_4_onnx", "template_unedited"}
+    assert set(ev["models"]) >= {"teacher", "student_16", "student_8", "student_4", "student_4_onnx", "template_unedited",
+                                 "student_4_onnx_fp16", "student_4_onnx_int8", "student_4_int8_weight", "student_4_int8_dynamic"}
+    for form in ("onnx", "onnx_fp16", "onnx_int8", "int8_weight", "int8_dynamic"):  # quality delta vs the fp32 student
+        delta = ev["models"][f"student_4_{form}"]["quality_delta_vs_student_4"]
+        assert set(delta) >= {"psnr", "mask_psnr", "bg_psnr"} and abs(delta["psnr"]) < 1.0, (form, delta)
     for name, mm in ev["models"].items():
         assert all(np.isfinite(mm[k]) for k in ("psnr", "bg_psnr", "mask_psnr", "mask_ssim", "bg_ssim", "ref_sim_tiny")), name
     teacher, template = ev["models"]["teacher"], ev["models"]["template_unedited"]
@@ -149,17 +160,24 @@ def test_teacher_phases_chain_loss_falls_and_engine_matches(repo):
     assert teacher["mask_psnr"] > template["mask_psnr"] + 0.3, (teacher, template)
     kept = ev["models"]["teacher_keep_background_on"]  # the other keep_background setting, shown beside
     assert kept["keep_background"] and not teacher["keep_background"] and np.isfinite(kept["bg_psnr"])
-    assert {"student_16_raw", "student_8_raw", "student_4_raw"} <= set(ev["models"])  # EMA (the artifact) vs raw
-    for student in ("student_16", "student_8", "student_4"):  # every student passed its quality gate
+    assert {"student_16_raw", "student_8_raw", "student_4_raw", "student_alt_raw"} <= set(ev["models"])  # EMA vs raw
+    for student in ("student_16", "student_8", "student_4", "student_alt"):  # every student passed its quality gate
         sm = json.loads((repo / f"artifacts/{student}/metrics.json").read_text())
         assert sm["gate"]["passed"] and sm["gate"]["max_drop"] == 0.05, (student, sm["gate"])
-        assert {"temporal", "background", "identity", "gan"} <= set(sm["losses"]), sm["losses"]
+        assert sm["training_cost"]["forward_equivalents"] > 0, sm
+        if student != "student_alt":
+            assert sm["method"] == "dmd2" and {"temporal", "background", "identity", "gan"} <= set(sm["losses"]), sm
+    alt = json.loads((repo / "artifacts/student_alt/metrics.json").read_text())
+    assert alt["method"] == "meanflow" and alt["steps"] == 4 and alt["losses"][:3] == ["loss", "mse", "interval_mse"]
     assert {"teacher_phase1", "teacher_phase2"} <= set(ev["models"])
     assert set(ev["unavailable"]) == {"clip_i", "dino_i", "lpips", "fvd", "musiq"}  # no weights in the sample
     assert "models/metrics/i3d/rgb_imagenet.pt" in ev["unavailable"]["fvd"]
     html = (repo / "artifacts/eval/report.html").read_text()
     assert html.count("<img") == ev["benchmark_items"]
     assert "Training checkpoints" in html and html.count(">teacher_phase1<") >= 3  # model row + eval rows
+    assert "student_4 deployed" in html and html.count("<img") == ev["benchmark_items"]
+    methods = html.split("Distillation methods")[1].split("</table>")[0]  # the method comparison table
+    assert "<th>student_alt</th><td>meanflow</td><td>4</td>" in methods and "<th>student_4</th><td>dmd2</td><td>4</td>" in methods
 
 
 def test_dvc_plots_and_exp_show_read_the_training_logs(repo):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file, save_file
 
-from genbuild.quant import Int8Linear, load_quantized, quantize, weight_bytes
+from genbuild.quant import Fp8Linear, Int8Linear, dynamic_int8, load_quantized, quantize, weight_bytes
 
 
 def _net():
@@ -25,3 +25,28 @@ def test_int8_weights_are_close_smaller_and_round_trip(tmp_path):
     back = load_quantized(_net(), load_file(str(tmp_path / "m.safetensors")))
     assert torch.equal(back(x), q(x))
     assert q[0].weight.shape == ref[0].weight.shape  # code reading .weight (dtype, shape) keeps working
+
+
+def test_fp8_weights_are_e4m3_close_and_round_trip(tmp_path):
+    ref, q = _net(), _net()
+    quantize(q, "fp8")
+    assert isinstance(q[0], Fp8Linear) and q[0].qweight.dtype == torch.float8_e4m3fn
+    x = torch.randn(16, 64)
+    rel = ((q(x) - ref(x)).norm() / ref(x).norm()).item()
+    assert 1e-4 < rel < 0.05  # e4m3 has a 3-bit mantissa: coarser than int8 per row, but close
+    save_file({k: v.contiguous() for k, v in q.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    back = load_quantized(_net(), load_file(str(tmp_path / "m.safetensors")), "fp8")
+    assert torch.equal(back(x), q(x))
+
+
+def test_dynamic_int8_is_close_and_its_state_dict_reloads_weights_only(tmp_path):
+    ref = _net()
+    q = dynamic_int8(ref)
+    assert type(q[0]).__module__.startswith("torch.ao.nn.quantized.dynamic") and isinstance(ref[0], torch.nn.Linear)
+    x = torch.randn(16, 64)
+    rel = ((q(x) - ref(x)).norm() / ref(x).norm()).item()
+    assert 1e-5 < rel < 0.05  # activations are quantised too: not exact
+    torch.save(q.state_dict(), tmp_path / "m.pt")
+    back = dynamic_int8(_net())
+    back.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    assert torch.equal(back(x), q(x))

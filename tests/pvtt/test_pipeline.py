@@ -26,7 +26,11 @@ def test_dvc_stages_cover_the_milestones_with_the_rules_params():
     dvc = build(config)
     dvc["stages"] = {k: v for k, v in dvc["stages"].items() if k in MILESTONES}  # PVTT's (AVGen's are avgen_*)
     assert list(dvc["stages"]) == ["dataset", "latents", "teacher_phase1", "teacher_phase2", "teacher", "student_16",
-                                   "student_8", "student_4", "engine", "eval"]
+                                   "student_8", "student_4", "student_alt", "engine", "eval"]
+    # The comparison student starts where student_4 does; eval reads it, the engine does not.
+    assert dvc["stages"]["student_alt"]["deps"][:3] == ["artifacts/latents", "artifacts/teacher", "artifacts/student_8"]
+    assert "artifacts/student_alt" in dvc["stages"]["eval"]["deps"]
+    assert "artifacts/student_alt" not in dvc["stages"]["engine"]["deps"]
     assert dvc["stages"]["teacher"]["deps"][:3] == ["artifacts/dataset", "artifacts/latents", "artifacts/teacher_phase2"]  # chained
     assert "pvtt.teacher_phases.phase3" in dvc["stages"]["teacher"]["params"]
     assert "pvtt.teacher_phases.phase3" not in dvc["stages"]["teacher_phase1"]["params"]
@@ -129,7 +133,7 @@ def test_bench_dag_job_count_follows_the_formula():
     jobs, seconds = int(m.group(1)), float(m.group(2))
     # 500 videos in batches of 10 (configs/full.yaml), 53 products, ceil(500*5*14/256)=137 shards:
     # grows with batches of videos and with shards only.
-    assert jobs == job_count_formula(500, 53, 137, sample=False, videos_per_job=10) == 6 * 50 + 53 + 2 * 137 + 14
+    assert jobs == job_count_formula(500, 53, 137, sample=False, videos_per_job=10) == 6 * 50 + 53 + 2 * 137 + 15
     assert seconds < 30
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from genbuild.train import distributed as ddp
 from genbuild.train.conditioning import Conditioning
+from genbuild.train.cost import PassCounter
 from genbuild.train.flow import (
     call_model,
     flow_matching_loss,
@@ -114,6 +115,7 @@ class DMD2(Method):
         self.sigmas = sigma_schedule(cfg.steps, cfg.shift).to(self.device)
         self.g = torch.Generator().manual_seed(cfg.seed)
         self.mine, self.full = slice(None), 0  # this rank's share of the current global batch
+        self.passes = PassCounter(self.generator, self.teacher, self.fake)
 
     def _randn(self, shape) -> torch.Tensor:
         return torch.randn((self.full, *shape[1:]), generator=self.g)[self.mine].to(self.device)
@@ -145,12 +147,14 @@ class DMD2(Method):
         x = self._randn(shape)
         with torch.no_grad():
             for j in range(i):
-                v = call_model(self.generator, x, self.sigmas[j], cond)
+                v = call_model(self.generator, x, self.sigmas[j], cond, self.sigmas[j] - self.sigmas[j + 1])
                 x = x + (self.sigmas[j + 1] - self.sigmas[j]) * v
         return x, self.sigmas[i]
 
     def _generate(self, x: torch.Tensor, s: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        return x0_from_velocity(x, call_model(self.generator, x, s, cond), s)
+        """The generator's x0 from (x, s): one jump to s = 0 (for an average-velocity generator,
+        a MeanFlow student further distilled by DMD2, its mean velocity over [0, s])."""
+        return x0_from_velocity(x, call_model(self.generator, x, s, cond, s), s)
 
     def critic_loss(self, x0_gen: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         sigma = self._sigmas()
@@ -216,6 +220,7 @@ class DMD2(Method):
 
     def step(self, x0_true: torch.Tensor, cond: Conditioning) -> dict:
         """One generator update (after ``critic_steps`` fake-score updates) on a global batch."""
+        self.passes.reset()
         self.full = len(x0_true)
         self.mine = ddp.share(self.full, f"{self.cfg.param_prefix}batch_size")
         frac = (self.mine.stop - self.mine.start) / self.full  # 1.0 in one process: the same arithmetic
@@ -235,7 +240,7 @@ class DMD2(Method):
             for pe, pg in zip(self.ema.parameters(), self.generator.parameters()):
                 pe.lerp_(pg, 1 - self.cfg.ema_decay)
         row.update({k: ddp.allreduce_sum(v.detach()).item() for k, v in losses.items()})
-        return {**row, "sim_sigma": float(s)}
+        return {**row, "sim_sigma": float(s), **self.passes.take()}
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from pvtt.bench import gpu_check_dit as D
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[3]
-SECTIONS = {"teacher_eager", "teacher_compile", "teacher_zero2", "dmd2_step", "vae", "backend_wan_vace", "backend_wan_i2v",
+SECTIONS = {"teacher_eager", "teacher_compile", "teacher_zero2", "dmd2_step", "vae", "inference", "backend_wan_vace", "backend_wan_i2v",
             "backend_flux", "backend_grounded_sam2", "backend_qwen2vl", "backend_metrics", "backend_pvtt_encoders"}
 TEACHER_KEYS = {"step_s", "first_step_s", "peak_mem_gib", "loss", "params", "trainable_params", "forward_tflop",
                 "model_tflop_per_step", "hardware_tflop_per_step", "achieved_tflops", "mfu", "hfu", "tokens", "wall_s"}
@@ -92,13 +92,16 @@ def test_tiny_run_passes_every_section_and_writes_json_and_table(tiny_run):
     assert s["teacher_compile"]["loss"] == pytest.approx(s["teacher_eager"]["loss"], rel=0.05)
     assert s["dmd2_step"]["critic_steps"] == 5 and s["dmd2_step"]["step_s"] > 0
     assert s["vae"]["latent"] == [3, 8, 8] and s["vae"]["finite"] and s["vae"]["encode_s"] > 0
+    inf = s["inference"]  # teacher 50 steps + CFG vs the 4-step student, each with the VAE decode
+    assert inf["teacher_steps"] == 50 and inf["student_steps"] == 4 and inf["attention_fastest"] == "sdpa"
+    assert inf["teacher_total_s"] > inf["student_total_s"] > inf["vae_decode_s"] > 0 and inf["speedup_end_to_end"] > 1
     assert all(s[k]["device"] == "cpu" and s[k]["seconds"] > 0 for k in SECTIONS if k.startswith("backend_"))
     table = (out / "table.md").read_text()
     assert all(f"| {k} | ok |" in table for k in SECTIONS) and "| backend_rembg | omitted |" in table
     last = res.stdout.strip().splitlines()[-1]
     pairs = dict(p.split("=") for p in last.split())
     assert pairs["failed"] == "0" and float(pairs["teacher_step_s"]) > 0 and pairs["mfu"] == "na"
-    assert float(pairs["dmd2_step_s"]) > 0 and float(pairs["vae_decode_s"]) > 0
+    assert float(pairs["dmd2_step_s"]) > 0 and float(pairs["vae_decode_s"]) > 0 and float(pairs["infer_speedup"]) > 1
 
 
 def test_a_failing_section_is_recorded_and_fails_the_exit_code(tmp_path):

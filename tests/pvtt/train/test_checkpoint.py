@@ -47,6 +47,9 @@ def student_params(**over) -> dict:
     return {"distill": {"common": COMMON, "student_4": {"steps": 4, "iterations": 6, "lr": 2.0e-4, **over}}}
 
 
+METHODS = ("dmd2", "meanflow")
+
+
 def _png(rgba: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
@@ -223,24 +226,96 @@ def test_teacher_crash_and_resume_is_bit_identical(tiny, tmp_path, monkeypatch, 
     assert not tensors_equal(tmp_path / "out2", ref)
 
 
-def test_distill_crash_and_resume_is_bit_identical(tiny, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("method", METHODS)
+def test_distill_crash_and_resume_is_bit_identical(tiny, tmp_path, monkeypatch, caplog, method):
     import pvtt.train.distill as distill
     from genbuild.train.methods.dmd2 import DMD2
+    from genbuild.train.methods.mean_flow import MeanFlow
 
     _, lat, teacher_dir = tiny
     full = tmp_path / "full"
-    distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", full, student_params())
+    params = student_params(method=method)
+    distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", full, params)
     ck, out = tmp_path / "ck", tmp_path / "out"
-    monkeypatch.setattr(DMD2, "step", crash_after(DMD2.step, 3))
+    cls = DMD2 if method == "dmd2" else MeanFlow
+    monkeypatch.setattr(cls, "train_step", crash_after(cls.train_step, 3))
     with pytest.raises(Crash):
-        distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", out, student_params(), ck)
+        distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", out, params, ck)
     assert not out.exists()
     assert sorted(p.name[:13] for p in ck.glob("step-*.pt")) == ["step-00000002"]
     monkeypatch.undo()
     caplog.set_level(logging.INFO)
-    distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", out, student_params(), ck)
+    distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", out, params, ck)
     assert "resuming from step 2 of 6" in caplog.text
     assert_same_artifact(out, full)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("method", METHODS)
+def test_distill_sigkill_and_resume_is_bit_identical(tiny, tmp_path, method):
+    """Each distillation method, killed by a real SIGKILL once a checkpoint is on disk, resumes to
+    the bytes of an uninterrupted run."""
+    _, lat, teacher_dir = tiny
+    params = json.dumps(student_params(method=method, iterations=16))
+    ck, out, ref = tmp_path / "ck", tmp_path / "out", tmp_path / "ref"
+    cmd = [sys.executable, str(ROOT / "scripts/distill.py"), "--params", params, "--latents", str(lat), "--teacher",
+           str(teacher_dir), "--init", str(teacher_dir), "--student", "student_4", "--threads", "1"]
+    _kill_after_first_checkpoint(cmd + ["--out", str(out), "--checkpoint-dir", str(ck)], ck, tmp_path / "killed.log")
+    assert not out.exists(), "killed before the end: no artifact"
+    resumed = subprocess.run(cmd + ["--out", str(out), "--checkpoint-dir", str(ck)], capture_output=True, text=True, env=_env())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from step" in resumed.stderr
+    full = subprocess.run(cmd + ["--out", str(ref)], capture_output=True, text=True, env=_env())
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert_same_artifact(out, ref, files=("model.safetensors", "raw/model.safetensors", "loss.csv", "metrics.json"))
+
+
+def test_meanflow_student_artifact_and_its_engine(tiny, tmp_path):
+    """A MeanFlow student holds the interval input (zero-initialised: it started as its init),
+    names its method and counts its training cost; its ONNX engine takes the interval too and
+    samples as PyTorch does."""
+    import pvtt.train.distill as distill
+    from genbuild.train.flow import sample
+    from pvtt.deploy.engine import OnnxDenoiser, export_onnx
+    from pvtt.models.dit import PVTTDiT
+    from pvtt.train.latents import load_latents
+
+    _, lat, teacher_dir = tiny
+    out = tmp_path / "mf"
+    m = distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", out, student_params(method="meanflow"))
+    # the task's terms act on the one-jump x0 as on DMD2's (not the GAN: it needs DMD2's fake score)
+    assert m["method"] == "meanflow" and m["losses"] == ["loss", "mse", "interval_mse", "regression", "temporal",
+                                                         "background", "identity"]
+    # per iteration and sample (batch 2): the teacher twice (CFG 3), two finite-difference passes, the
+    # student's own two (the MeanFlow output and the one-jump x0 of the terms), both kept for backward
+    assert m["training_cost"] == {"forward_samples": 6 * 2 * 6, "backward_samples": 6 * 2 * 2,
+                                  "forward_equivalents": 6 * 2 * 10}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["average_velocity"] and cfg["method"] == "meanflow" and cfg["steps"] == 4
+    model = PVTTDiT.load(out)
+    teacher = PVTTDiT.load(teacher_dir)
+    assert {k for k in model.state_dict()} - set(teacher.state_dict()) == {
+        "interval_embedding.0.weight", "interval_embedding.0.bias", "interval_embedding.2.weight", "interval_embedding.2.bias"}
+    _, val = load_latents(lat, cfg["components"])
+    cond = val.cond.select(slice(0, 1))
+    noise = torch.randn(val.target[:1].shape, generator=torch.Generator().manual_seed(0))
+    example = (noise, torch.tensor([500.0]), cond.source, cond.mask, cond.image_tokens, cond.text_tokens,
+               torch.tensor([250.0]))
+    with torch.no_grad():  # the interval changes the output once trained
+        assert not torch.allclose(model(*example), model(*example[:-1]))
+    export_onnx(model, example, tmp_path / "mf.onnx", 17)
+    ort = OnnxDenoiser(tmp_path / "mf.onnx")
+    assert ort.average_velocity
+    a, b = sample(model.eval(), cond, noise, 4, 3.0), sample(ort, cond, noise, 4, 3.0)
+    assert (a - b).abs().max().item() < 1e-3
+
+
+def test_an_unknown_method_stops_naming_the_key(tiny, tmp_path):
+    import pvtt.train.distill as distill
+
+    _, lat, teacher_dir = tiny
+    with pytest.raises(ValueError, match=r"distill.student_4.method: unknown 'rcm'"):
+        distill.distill_student(lat, teacher_dir, teacher_dir, "student_4", tmp_path / "x", student_params(method="rcm"))
 
 
 def _env() -> dict:
@@ -250,6 +325,17 @@ def _env() -> dict:
     return e
 
 
+def _kill_after_first_checkpoint(cmd: list[str], ck: Path, log_path: Path) -> None:
+    """Start ``cmd`` and SIGKILL it as soon as a checkpoint is in ``ck`` (before it ends)."""
+    with open(log_path, "w") as log1:
+        proc = subprocess.Popen(cmd, stdout=log1, stderr=log1, env=_env())
+        deadline = time.time() + 120
+        while not list(ck.glob("step-*.pt")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, log_path.read_text()[-2000:]
+
+
 @pytest.mark.e2e
 def test_teacher_sigkill_and_resume_is_bit_identical(tiny, tmp_path):
     """A real SIGKILL of the training process once a checkpoint is on disk; the rerun resumes."""
@@ -257,14 +343,7 @@ def test_teacher_sigkill_and_resume_is_bit_identical(tiny, tmp_path):
     params = json.dumps(teacher_params(iterations=24, checkpoint_every=2))
     ck, out, ref = tmp_path / "ck", tmp_path / "out", tmp_path / "ref"
     cmd = [sys.executable, str(ROOT / "scripts/teacher.py"), "--params", params, "--latents", str(lat), "--threads", "1"]
-    log1 = open(tmp_path / "killed.log", "w")
-    proc = subprocess.Popen(cmd + ["--out", str(out), "--checkpoint-dir", str(ck)], stdout=log1, stderr=log1, env=_env())
-    deadline = time.time() + 120
-    while not list(ck.glob("step-*.pt")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    log1.close()
+    _kill_after_first_checkpoint(cmd + ["--out", str(out), "--checkpoint-dir", str(ck)], ck, tmp_path / "killed.log")
     assert not out.exists(), "killed before the end: no artifact"
     resumed = subprocess.run(cmd + ["--out", str(out), "--checkpoint-dir", str(ck)], capture_output=True, text=True, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -1,0 +1,1 @@
+"""The inference service (``python -m pvtt serve``)."""
