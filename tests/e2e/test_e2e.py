@@ -180,6 +180,32 @@ def test_teacher_phases_chain_loss_falls_and_engine_matches(repo):
     assert "<th>student_alt</th><td>meanflow</td><td>4</td>" in methods and "<th>student_4</th><td>dmd2</td><td>4</td>" in methods
 
 
+def test_bench_infer_times_every_form_and_the_service(repo, tmp_path):
+    """`make bench-infer` on the ci build: every model form split into encode/denoise/decode, the
+    service under 2 clients on 127.0.0.1, and the last line the teacher/student_4 speedup."""
+    import yaml
+
+    repo, _ = repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["pvtt"]["deploy"]["bench"] = {"items": 1, "clients": 2, "load_seconds": 3}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    res = run([sys.executable, "-m", "pvtt.bench.infer", "--params", str(tmp_path / "params.yaml"), "--artifacts",
+               str(repo / "artifacts"), "--out", str(tmp_path / "infer.json")], repo, timeout=900)
+    doc = json.loads((tmp_path / "infer.json").read_text())
+    forms = doc["forms"]
+    assert {"teacher", "student_16", "student_8", "student_4", "student_4 compiled", "student_4 onnx", "student_4 onnx_fp16",
+            "student_4 onnx_int8", "student_4 int8_weight", "student_4 int8_dynamic"} == set(forms)
+    for name, r in forms.items():
+        assert all(r[p] > 0 for p in ("encode", "denoise", "decode")) and r["total"] >= r["denoise"], name
+    assert forms["teacher"]["steps"] == 20 and forms["student_4"]["steps"] == 4
+    assert forms["student_4 onnx"]["within_gate"]  # fp32 ONNX is the same model
+    svc = doc["service"]
+    assert svc["videos"] > 0 and svc["errors"] == 0 and svc["p95_s"] >= svc["p50_s"] > 0
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith("speedup=") and float(last.split("=")[1]) == pytest.approx(doc["speedup"], abs=0.01)
+    assert doc["speedup"] > 1.5  # 20 teacher calls vs 4
+
+
 def test_dvc_plots_and_exp_show_read_the_training_logs(repo):
     repo, _ = repo
     plots = json.loads(run(["dvc", "plots", "show", "--json", "--split"], repo).stdout)["data"]
