@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+import uuid
 from pathlib import Path
 
 import yaml
@@ -73,7 +74,7 @@ def fetch_url(value: str, what: str, params: dict, dest: Path) -> tuple[str, byt
 
     cfg = validate_params({"ingest": params["ingest"]})
     try:
-        path, fetched = obtain_source(value, dest / "request", cfg, what, copy_to=dest / f"{what}.part")
+        path, fetched = obtain_source(value, dest / "request", cfg, what, copy_to=dest / f".{uuid.uuid4().hex}.{what}")
     except (SourceError, OSError, ValueError) as e:
         raise ServiceError(422, f"{what}: {e}") from None
     data = Path(path).read_bytes()

@@ -2,12 +2,16 @@
 teacher, real multipart uploads, the queue, cancel, limits, the cache and a restart."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +90,19 @@ class Server:
         self.log.close()
 
 
+@contextlib.contextmanager
+def _http_server(directory: Path):
+    """A real HTTP server on 127.0.0.1 serving ``directory``; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
 def _post(url: str, files: dict, options: dict | None = None, caption: str = "a blue box") -> httpx.Response:
     data = {"caption": caption, **({"options": json.dumps(options)} if options is not None else {})}
     return httpx.post(f"{url}/v1/tasks", files={k: (f"{k}.{'mp4' if k == 'template' else 'png'}", v) for k, v in files.items()},
@@ -149,6 +166,18 @@ def test_edit_cancel_queue_limits_cache_and_restart(setup, tmp_path):
             res = _post(srv.url, upload)
             assert res.status_code == code and message in res.json()["error"], (code, res.text)
         assert _post(srv.url, files, {"stpes": 3}).status_code == 422
+
+        # inputs by URL, under the ingest policy: http(s) is fetched, another scheme is refused
+        with _http_server(base) as web:
+            by_url = httpx.post(f"{srv.url}/v1/tasks", data={"template_url": f"{web}/template.mp4",
+                                                              "product_url": f"{web}/product.png", "caption": "a blue box"})
+            assert by_url.status_code == 201 and by_url.json()["cached"], by_url.text  # the same bytes as the first edit
+        refused = httpx.post(f"{srv.url}/v1/tasks", data={"template_url": "ftp://example.com/t.mp4",
+                                                          "product_url": "ftp://example.com/p.png"})
+        assert refused.status_code == 422 and "scheme 'ftp' is not allowed" in refused.json()["error"]
+        both = httpx.post(f"{srv.url}/v1/tasks", files={"template": ("t.mp4", files["template"])},
+                          data={"template_url": "http://127.0.0.1:1/t.mp4", "product_url": "http://127.0.0.1:1/p.png"})
+        assert both.status_code == 422 and "exactly one" in both.json()["error"]
         assert httpx.get(f"{srv.url}/v1/tasks/nope").status_code == 404
         assert not list((root / "uploads").glob("*/*.part"))
     finally:
