@@ -42,8 +42,9 @@ Checks (any failure: exit status 1, with what differs):
 - byte identity: every file of every output the clean build declares (`snakemake --summary`) has the
   same sha256 in both builds, same file set (Snakemake's .snakemake_timestamp markers aside), and so
   does work/pairs/rejects.jsonl, which the pairs rule writes beside its outputs undeclared. The one
-  exception is wall time: artifacts/eval/metrics.json (``seconds_per_video``) and report.html (that
-  column) are compared with those values masked;
+  exception is wall time: artifacts/eval/metrics.json (``seconds_per_video``), report.html (those
+  columns) and artifacts/engine/check.json (each form's ``seconds``) are compared with those values
+  masked (and `dvc status` may then see engine, and eval after it, changed);
 - leftovers: no file outside the declared outputs and the side directories (work/logs,
   work/benchmarks, work/checkpoints, work/dvclive), and no atomic-write temporary (``.*.tmp-PID``)
   or ``*.part``/``*.tmp`` file anywhere under work/ or artifacts/, checkpoints included;
@@ -102,7 +103,9 @@ SIDE_DIRS = ("work/logs", "work/benchmarks", "work/checkpoints", "work/dvclive")
 # Written by a rule next to its declared outputs, in the same atomic rename, and read by a later stage
 # (pack gathers every work/<stage>/rejects.jsonl), but not declared: compared like an output.
 UNDECLARED = ("work/pairs/rejects.jsonl",)
-WALL_TIME = {"artifacts/eval/metrics.json", "artifacts/eval/report.html"}  # hold measured seconds
+# Files that hold measured seconds (compared with them masked): the evaluation's and the engine check's.
+WALL_TIME = {"artifacts/eval/metrics.json", "artifacts/eval/report.html", "artifacts/engine/check.json"}
+SECONDS_KEYS = {"seconds_per_video", "seconds", "pytorch_seconds"}
 LEFTOVER = re.compile(r"(^\..*\.tmp-\d+$)|(\.part$)|(\.tmp$)")
 # The ci preset with denser training checkpoints (as tests/e2e/test_crash.py): a kill during training then
 # resumes from at most 10 teacher steps (2 student steps) back, so resume-exactness is part of what is tested.
@@ -393,27 +396,31 @@ def path_leaks(repo: Path, outputs: list[str], where: Path) -> list[str]:
 
 def _drop_seconds(x):
     if isinstance(x, dict):
-        return {k: _drop_seconds(v) for k, v in x.items() if k != "seconds_per_video"}
+        return {k: _drop_seconds(v) for k, v in x.items() if k not in SECONDS_KEYS}
     if isinstance(x, list):
         return [_drop_seconds(v) for v in x]
     return x
 
 
 def _mask_report(html: str) -> str:
-    """The report's metrics table with its seconds_per_video column blanked."""
-    head = re.search(r"<tr>((?:<th>[^<]*</th>)+)</tr>", html)
-    if not head or "seconds_per_video" not in head.group(1):
-        return html
-    col = re.findall(r"<th>([^<]*)</th>", head.group(1)).index("seconds_per_video")  # 0 = the row's name
+    """The report's tables with every seconds_per_video column blanked."""
+    out, pos = [], 0
+    for head in re.finditer(r"<tr>((?:<th>[^<]*</th>)+)</tr>", html):
+        names = re.findall(r"<th>([^<]*)</th>", head.group(1))
+        if head.start() < pos or "seconds_per_video" not in names:
+            continue
+        col = names.index("seconds_per_video")  # 0 = the row's name
 
-    def blank(m: re.Match) -> str:
-        cells = re.findall(r"<td>[^<]*</td>", m.group(2))
-        if len(cells) >= col:
-            cells[col - 1] = "<td>*</td>"
-        return f"<tr>{m.group(1)}{''.join(cells)}</tr>"
+        def blank(m: re.Match, col=col) -> str:
+            cells = re.findall(r"<td>[^<]*</td>", m.group(2))
+            if len(cells) >= col:
+                cells[col - 1] = "<td>*</td>"
+            return f"<tr>{m.group(1)}{''.join(cells)}</tr>"
 
-    end = html.find("</table>", head.end())
-    return html[:head.end()] + re.sub(r"<tr>(<th>[^<]*</th>)((?:<td>[^<]*</td>)+)</tr>", blank, html[head.end():end]) + html[end:]
+        end = html.find("</table>", head.end())
+        out += [html[pos:head.end()], re.sub(r"<tr>(<th>[^<]*</th>)((?:<td>[^<]*</td>)+)</tr>", blank, html[head.end():end])]
+        pos = end
+    return "".join(out) + html[pos:]
 
 
 def wall_time_equal(a: Path, b: Path, rel: str) -> bool:
@@ -636,7 +643,8 @@ def _run(base: Path, args, kinds: list[str], rng: random.Random, seed: int, t_al
     shutil.copytree(clean / ".dvc/cache", chaos / ".dvc/cache", copy_function=os.link, dirs_exist_ok=True)
     st0 = run(["dvc", "status", *stages], chaos)
     changed = dvc_changed_stages(st0.stdout)
-    if set(changed) - {"eval"} or ("eval" in changed and not {"artifacts/eval/metrics.json", "artifacts/eval/report.html"} & set(wall)):
+    timed = {stage for stage in ("eval", "engine") if any(w.startswith(f"artifacts/{stage}/") for w in wall)}
+    if set(changed) - {"eval", "engine"} or set(changed) - timed - ({"eval"} if "engine" in timed else set()):
         failures.append(f"`dvc status` with the clean build's dvc.lock: changed {changed}:\n{st0.stdout[-2000:]}")
     if changed:
         run(["dvc", "commit", "-f", *changed], chaos)
