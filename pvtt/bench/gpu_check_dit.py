@@ -301,7 +301,8 @@ def dmd2_step(shape: Shape, device: torch.device) -> dict:
     this latents-only check does not hold (they run on the sample, pvtt/train/distill_losses.py)."""
     import yaml
 
-    from genbuild.train.methods.dmd2 import DMD2, DMDConfig, GeneratorTerm
+    from genbuild.train.methods.dmd2 import DMD2, DMDConfig
+    from genbuild.train.methods.student import GeneratorTerm
     from pvtt.train.distill_losses import adversarial, background_loss
 
     distill = yaml.safe_load((ROOT / "params.yaml").read_text())["pvtt"]["distill"]
@@ -340,18 +341,26 @@ def dmd2_step(shape: Shape, device: torch.device) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- VAE
-def vae_roundtrip(shape: Shape, device: torch.device, workdir: Path) -> dict:
-    """The Wan2.1 VAE (``WanVAECodec``: DiffSynth's class and loader) at random init: encode one clip of
-    ``shape`` to latents and decode it, timed after a warm-up on a 5-frame clip of the same size."""
+def random_vae(shape: Shape, device: torch.device, workdir: Path):
+    """(codec, dtype): the Wan2.1 VAE of ``shape`` at random init, written as the published file is
+    named (VideoVAE_) and loaded by ``WanVAECodec``, placed as ``auto`` places it on ``device``."""
     from pvtt.models.codec import WanVAECodec, wan_vae
     from pvtt.models.components import resolve_placement
 
     dev, dtype = resolve_placement("auto" if device.type == "cuda" else "cpu", "auto")
     torch.manual_seed(0)
     path = Path(workdir) / "Wan2.1_VAE.pth"
-    torch.save(wan_vae(**shape.vae_arch).model.state_dict(), path)   # the published file's naming (VideoVAE_)
+    if not path.exists():
+        torch.save(wan_vae(**shape.vae_arch).model.state_dict(), path)
+    return WanVAECodec(str(path), dev, dtype, arch=shape.vae_arch or None), dtype
+
+
+def vae_roundtrip(shape: Shape, device: torch.device, workdir: Path) -> dict:
+    """The Wan2.1 VAE (``WanVAECodec``: DiffSynth's class and loader) at random init: encode one clip of
+    ``shape`` to latents and decode it, timed after a warm-up on a 5-frame clip of the same size."""
+
     reset_peak(device)
-    codec = WanVAECodec(str(path), dev, dtype, arch=shape.vae_arch or None)
+    codec, dtype = random_vae(shape, device, workdir)
     g = torch.Generator().manual_seed(0)
     clip = torch.rand(1, 3, shape.frames, shape.height, shape.width, generator=g) * 2 - 1
     codec.decode(codec.encode(clip[:, :, :5]))   # warm-up: kernel selection
@@ -414,8 +423,6 @@ def inference(shape: Shape, device: torch.device, workdir: Path, compile_backend
 
     from genbuild.quant import quantize
     from pvtt.models.attention import compiled
-    from pvtt.models.codec import WanVAECodec, wan_vae
-    from pvtt.models.components import resolve_placement
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = new_dit(shape, device).to(dtype).eval()
@@ -423,11 +430,7 @@ def inference(shape: Shape, device: torch.device, workdir: Path, compile_backend
     cond = cond.to(device)
     cond = type(cond)(**{k: v.to(dtype) for k, v in vars(cond).items()})
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
-    dev, vdtype = resolve_placement("auto" if device.type == "cuda" else "cpu", "auto")
-    path = Path(workdir) / "Wan2.1_VAE_infer.pth"
-    torch.manual_seed(0)
-    torch.save(wan_vae(**shape.vae_arch).model.state_dict(), path)
-    codec = WanVAECodec(str(path), dev, vdtype, arch=shape.vae_arch or None)
+    codec, _ = random_vae(shape, device, workdir)
     codec.decode(noise[:, :, :2].float())   # warm-up
     sync(device)
     t0 = time.perf_counter()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
 import tempfile
 import threading
 import time
@@ -29,9 +28,11 @@ import yaml
 
 from genbuild.media import to_uint8
 from genbuild.workflow import namespace
+from pvtt.bench.gpu_check_dit import free_port
+from pvtt.deploy import forms
 from pvtt.deploy.editor import Editor
 from pvtt.eval.regions import clip_scores
-from pvtt.train.gate import DIRECTION
+from pvtt.train.gate import GateResult, relative_drops
 from pvtt.train.loader import load_all
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,10 @@ def time_form(editor: Editor, items, td: dict, steps: int, cfg: float, warmup: b
 
 
 def within_gate(scores: dict, reference: dict, max_drop: float) -> tuple[bool, float]:
-    """(every directional metric within ``max_drop`` of the reference, the largest relative drop)."""
-    drops = [DIRECTION[k] * (reference[k] - scores[k]) / max(abs(reference[k]), 1e-9) for k in scores if k in DIRECTION]
-    worst = max(drops) if drops else 0.0
-    return worst <= max_drop, worst
+    """(every directional metric within ``max_drop`` of the reference, the largest relative drop):
+    the distillation gate's rule (``pvtt.train.gate``)."""
+    result = GateResult(reference, scores, relative_drops(reference, scores), max_drop)
+    return result.passed, max(result.drops.values(), default=0.0)
 
 
 def forms_to_time(artifacts: Path, params: dict) -> list[tuple[str, dict]]:
@@ -72,12 +73,8 @@ def forms_to_time(artifacts: Path, params: dict) -> list[tuple[str, dict]]:
     rows = [("teacher", {"model_dir": artifacts / "teacher"})]
     rows += [(s, {"model_dir": artifacts / s}) for s in ("student_16", "student_8", "student_4")]
     rows.append(("student_4 compiled", {"model_dir": artifacts / "student_4", "compile_model": True}))
-    check_file = artifacts / "engine" / "check.json"
-    engines = (json.loads(check_file.read_text()).get("engines") or {}) if check_file.is_file() else {}
-    for form, info in engines.items():
-        if form != "tensorrt" and info.get("built"):
-            rows.append((f"student_4 {form}", {"model_dir": artifacts / "student_4", "form": form,
-                                               "engine_dir": artifacts / "engine"}))
+    rows += [(f"student_4 {form}", {"model_dir": artifacts / "student_4", "form": form, "engine_dir": artifacts / "engine"})
+             for form in forms.built(artifacts / "engine")]
     return rows
 
 
@@ -88,9 +85,8 @@ def bench_forms(artifacts: Path, params: dict, threads: int) -> dict[str, dict]:
     out = {}
     for name, kwargs in forms_to_time(artifacts, params):
         editor = Editor(attention=attention, threads=threads, **kwargs)
-        teacher = name == "teacher"
-        steps = int(ep["teacher_steps"]) if teacher else int(editor.config["steps"])
-        out[name] = time_form(editor, items, td, steps, float(ep["cfg_scale"]) if teacher else 1.0)
+        steps, cfg = editor.sampling(ep)
+        out[name] = time_form(editor, items, td, steps, cfg)
         log.info("%-26s %3d steps  encode %.4f  denoise %.4f  decode %.4f  total %.4f s/video", name, steps,
                  *(out[name][p] for p in PARTS))
     ref, max_drop = out["student_4"]["scores"], float(params["distill"]["gate"]["max_drop"])
@@ -98,12 +94,6 @@ def bench_forms(artifacts: Path, params: dict, threads: int) -> dict[str, dict]:
         if name.startswith("student_4"):
             row["within_gate"], row["worst_drop"] = within_gate(row["scores"], ref, max_drop)
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bench_service(artifacts: Path, params: dict, threads: int) -> dict:
@@ -128,7 +118,7 @@ def bench_service(artifacts: Path, params: dict, threads: int) -> dict:
         p["deploy"]["engine"] = str(artifacts / "engine")
         p["deploy"]["serve"].update(root=str(tmp / "serve"), queue_limit=10 ** 6)
         service, info = build_service(p, threads)
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(service, info, p), host="127.0.0.1", port=port, log_level="warning"))
         threading.Thread(target=server.run, daemon=True).start()
         url = f"http://127.0.0.1:{port}"

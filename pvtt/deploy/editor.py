@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genbuild.media import to_uint8
 from genbuild.train.flow import guided_velocity, sample
+from pvtt.deploy import forms
 from pvtt.models.attention import attention_backend, attention_function, compiled
 from pvtt.models.bundle import encoders_for, load_bundle
 from pvtt.models.conditions import Conditions
@@ -39,24 +41,6 @@ class Edit:
     cfg_scale: float = 1.0
 
 
-def _deployed(engine_dir: Path, form: str, threads: int):
-    """The denoiser of one deployed form of student_4 (the engine stage's check.json names its file)."""
-    import json
-
-    from pvtt.deploy import quantized
-    from pvtt.deploy.onnx_engine import OnnxDenoiser
-
-    check_file = Path(engine_dir) / "check.json"
-    if not check_file.is_file():
-        raise FileNotFoundError(f"{check_file}: no engine artifact (build it: snakemake engine, or `dvc pull engine`)")
-    info = (json.loads(check_file.read_text()).get("engines") or {}).get(form)
-    if not info or not info.get("built"):
-        why = (info or {}).get("reason") or "not in engine.onnx / engine.quantized"
-        raise ValueError(f"deploy.form: '{form}' was not built by the engine stage ({why})")
-    path = Path(engine_dir) / info["file"]
-    return OnnxDenoiser(path, threads) if path.suffix == ".onnx" else quantized.load(path)
-
-
 class Editor:
     """``model_dir``: a teacher or student artifact (its config names the components); ``form``
     other than ``pytorch`` takes student_4's deployed form from ``engine_dir`` instead of its weights."""
@@ -75,9 +59,16 @@ class Editor:
             if engine_dir is None:
                 raise ValueError(f"deploy.form '{form}' needs the engine artifact (deploy.engine)")
             self.bundle = encoders_for(self.config["components"])
-            self.denoiser = _deployed(Path(engine_dir), form, threads)
+            self.denoiser = forms.load(Path(engine_dir), form, threads)
         self.student = self.config.get("kind") == "student"
         self.shift = float(self.config["shift"])
+
+    def sampling(self, eval_params: dict, steps: int | None = None, cfg_scale: float | None = None) -> tuple[int, float]:
+        """(steps, CFG scale): a student's own steps and no CFG (its guidance is distilled in), a
+        teacher's ``eval.teacher_steps`` and ``eval.cfg_scale``; either overridden when given."""
+        steps = int(steps or (self.config["steps"] if self.student else eval_params["teacher_steps"]))
+        cfg = float(cfg_scale if cfg_scale is not None else (1.0 if self.student else eval_params["cfg_scale"]))
+        return steps, cfg
 
     def conditions(self, frames: np.ndarray, mask: np.ndarray, rgba: np.ndarray, caption: str,
                    reference_size: int) -> Conditions:
@@ -109,6 +100,6 @@ class Editor:
         with attention_backend(self.attention):
             lat = sample(self.denoiser, cond, noise, steps, self.shift, cfg_scale, velocity_fn=velocity, keep=keep)
         t2 = time.perf_counter()
-        edited = ((self.bundle.codec.decode(lat)[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+        edited = to_uint8(self.bundle.codec.decode(lat)[0])
         t3 = time.perf_counter()
         return Edit(edited, {"encode": t1 - t0, "denoise": t2 - t1, "decode": t3 - t2, "total": t3 - t0}, steps, cfg_scale)

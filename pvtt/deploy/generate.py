@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from genbuild.io.video import MediaError, probe, read_frames, write_video
 from genbuild.stage import setup_logging
 from genbuild.workflow import namespace
-from pvtt.deploy.editor import Editor
+from pvtt.deploy.editor import Edit, Editor
 from pvtt.models.dit import read_config
 from pvtt.train.data import frame_indices
 
@@ -76,40 +77,68 @@ def template_mask(frames: np.ndarray, mask_path: Path | None, params: dict, cate
     return m
 
 
+def read_template(path: Path, td: dict) -> tuple[np.ndarray, float]:
+    """The template's frames at the model's training size and frame count, and the frame rate the
+    edit is written at (the template's, over the frame stride)."""
+    try:
+        info = probe(path)
+    except MediaError as e:
+        raise GenerateError(f"--template: {e}") from None
+    frames = read_frames(path, size=(int(td["width"]), int(td["height"])))
+    frames = frames[frame_indices(len(frames), int(td["frames"]), int(td["frame_stride"]))]
+    return frames, info.fps / int(td["frame_stride"])  # probe guarantees a positive frame rate
+
+
+@dataclass
+class FileEdit:
+    """One edit of a template file with a product image file, and what it was made from."""
+
+    frames: np.ndarray      # the template as the model saw it
+    mask: np.ndarray
+    rgba: np.ndarray
+    fps: float
+    steps: int
+    cfg_scale: float
+    result: Edit
+
+
+def edit_files(editor: Editor, template: Path, product: Path, params: dict, caption: str = "", steps: int | None = None,
+               cfg_scale: float | None = None, seed: int = 0, mask_path: Path | None = None, category: str | None = None,
+               on_step=None) -> FileEdit:
+    """The whole edit of two files, as ``generate`` and the service run it: template frames, the mask
+    backend (or ``mask_path``), the matting, then the editor with the student's own steps and no CFG
+    (a teacher: ``eval.teacher_steps`` and ``eval.cfg_scale``) and ``eval.keep_background``."""
+    td = params["train_data"]
+    frames, fps = read_template(template, td)
+    mask = template_mask(frames, mask_path, params, category)
+    rgba = load_product(product, params)
+    steps, cfg_scale = editor.sampling(params["eval"], steps, cfg_scale)
+    keep = params["eval"].get("keep_background") or {}
+    result = editor.edit(frames, mask, rgba, caption, int(td["reference_size"]), steps, cfg_scale, seed,
+                         int(keep.get("dilate", 1)) if keep.get("enabled") else None, on_step)
+    return FileEdit(frames, mask, rgba, fps, steps, cfg_scale, result)
+
+
 def generate(template: Path, product: Path, model_dir: Path, out: Path, params: dict, steps: int | None = None,
              cfg_scale: float | None = None, caption: str = "", mask_path: Path | None = None, seed: int = 0,
              side_by_side: bool = False, category: str | None = None, editor: Editor | None = None) -> dict:
     """Edit one template file; ``editor``: a model already loaded (else ``model_dir`` with ``deploy``'s settings)."""
     td = params["train_data"]
     read_config(model_dir)  # names the missing file when the model is absent
-    try:
-        info = probe(template)
-    except MediaError as e:
-        raise GenerateError(f"--template: {e}") from None
-    size = (int(td["width"]), int(td["height"]))
-    frames = read_frames(template, size=size)
-    frames = frames[frame_indices(len(frames), int(td["frames"]), int(td["frame_stride"]))]
-    mask = template_mask(frames, mask_path, params, category)
-    rgba = load_product(product, params)
     editor = editor or editor_from_params(model_dir, params)
-    steps = int(steps or editor.config.get("steps") or params["eval"]["teacher_steps"])
-    cfg_scale = float(cfg_scale if cfg_scale is not None else (1.0 if editor.student else params["eval"]["cfg_scale"]))
-    keep = params["eval"].get("keep_background") or {}
-    result = editor.edit(frames, mask, rgba, caption, int(td["reference_size"]), steps, cfg_scale, seed,
-                         int(keep.get("dilate", 1)) if keep.get("enabled") else None)
-    edited = result.frames
-    fps = info.fps / int(td["frame_stride"])  # probe guarantees a positive frame rate
+    e = edit_files(editor, template, product, params, caption, steps, cfg_scale, seed, mask_path, category)
+    edited = e.result.frames
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_video(out, edited, fps)
+    write_video(out, edited, e.fps)
     if side_by_side:
         from genbuild.media import on_white
         from genbuild.media import side_by_side as strip
 
-        tiles = strip([("template", frames), ("product", on_white(rgba)), ("edit", edited)])
-        write_video(out.with_name(out.stem + "_side_by_side.mp4"), np.stack(tiles), fps)
+        tiles = strip([("template", e.frames), ("product", on_white(e.rgba)), ("edit", edited)])
+        write_video(out.with_name(out.stem + "_side_by_side.mp4"), np.stack(tiles), e.fps)
     out_info = {"out": str(out), "model": str(model_dir), "kind": editor.config.get("kind", "model"), "form": editor.form,
-                "steps": steps, "cfg_scale": cfg_scale, "frames": int(len(edited)), "size": list(size),
-                "mask_fraction": round(float(mask.mean()), 4), "seconds": round(result.seconds["total"], 3)}
+                "steps": e.steps, "cfg_scale": e.cfg_scale, "frames": int(len(edited)), "size": [int(td["width"]), int(td["height"])],
+                "mask_fraction": round(float(e.mask.mean()), 4), "seconds": round(e.result.seconds["total"], 3)}
     log.info("generate: %s", out_info)
     return out_info
 

@@ -17,8 +17,6 @@ import torch
 
 from pvtt.models.dit import real_rope
 
-log = logging.getLogger(__name__)
-
 INPUT_NAMES = ["x_t", "timestep", "source", "mask", "image_tokens", "text_tokens"]
 
 

@@ -31,8 +31,7 @@ from genbuild.media import on_white, side_by_side, to_uint8, write_gif
 from genbuild.metrics.learned import load_metrics
 from genbuild.stage import parser, setup_logging
 from genbuild.train.flow import sample
-from pvtt.deploy.onnx_engine import OnnxDenoiser
-from pvtt.deploy.quantized import load as load_quantized
+from pvtt.deploy import forms
 from pvtt.eval.regions import ReferenceSimilarity, clip_scores
 from pvtt.eval.report import dataset_section, render
 from pvtt.models.bundle import load_bundle
@@ -71,34 +70,27 @@ def _model_runs(model_dirs: dict[str, Path], bundle, engine_dir: Path | None, ep
 
 
 def deployed_forms(engine_dir: Path, threads: int) -> dict[str, object]:
-    """student_4_<form> -> its denoiser, for every form the engine stage built (its check.json)."""
-    check = read_json(engine_dir / "check.json") if (engine_dir / "check.json").is_file() else {}
-    out = {}
-    for form, info in (check.get("engines") or {}).items():
-        if not info.get("built") or form == "tensorrt":  # a TensorRT plan runs on its GPU only
-            continue
-        path = engine_dir / info["file"]
-        out[f"student_4_{form}"] = OnnxDenoiser(path, threads) if path.suffix == ".onnx" else load_quantized(path)
-    return out
+    """student_4_<form> -> its denoiser, for every form the engine stage built (``pvtt.deploy.forms``)."""
+    return {f"student_4_{form}": forms.load(engine_dir, form, threads) for form in forms.built(engine_dir)}
 
 
-DELTA_METRICS = ("psnr", "ssim", "mask_psnr", "bg_psnr", "temporal_consistency")
+# The metrics the methods and the deployed-forms tables show, and the forms' quality deltas.
+TABLE_METRICS = ("psnr", "ssim", "mask_psnr", "bg_psnr", "temporal_consistency")
 
 
 def deployment_table(results: dict[str, dict], engine_dir: Path | None) -> tuple[str, list[str], list[list]]:
     """student_4's deployed forms against the fp32 student on the benchmark: each metric's change,
     seconds per video, and the engine check's error (or why a form was not built)."""
-    check = read_json(engine_dir / "check.json") if engine_dir and (engine_dir / "check.json").is_file() else {}
     base, rows = results.get("student_4", {}), []
-    for form, info in (check.get("engines") or {}).items():
+    for form, info in (forms.engines(engine_dir) if engine_dir else {}).items():
         res = results.get(f"student_4_{form}")
         if res is None:
-            rows.append([form, "not run here: " + str(info.get("reason") or "no runtime"), *[""] * (len(DELTA_METRICS) + 2)])
+            rows.append([form, "not run here: " + str(info.get("reason") or "no runtime"), *[""] * (len(TABLE_METRICS) + 2)])
             continue
-        rows.append([form, "built", *(res[k] - base[k] for k in DELTA_METRICS), res["seconds_per_video"],
+        rows.append([form, "built", *(res[k] - base[k] for k in TABLE_METRICS), res["seconds_per_video"],
                      info.get("max_abs_diff_sampled_latents", float("nan"))])
     return ("student_4 deployed: change from the fp32 student on the benchmark (engine stage)",
-            ["form", "status", *(f"Δ {k}" for k in DELTA_METRICS), "seconds_per_video", "latent |diff| (check)"], rows)
+            ["form", "status", *(f"Δ {k}" for k in TABLE_METRICS), "seconds_per_video", "latent |diff| (check)"], rows)
 
 
 def _mean_scores(preds: list[np.ndarray], truth: list[np.ndarray], masks: list[np.ndarray], tr,
@@ -210,7 +202,7 @@ def evaluate(dataset_dir: Path, model_dirs: dict[str, Path], engine_dir: Path | 
                               "seconds_per_video": float(np.mean(seconds))})
         if name.startswith("student_4_") and "student_4" in results:  # a deployed form: its quality delta
             results[name]["quality_delta_vs_student_4"] = {k: results[name][k] - results["student_4"][k]
-                                                           for k in DELTA_METRICS}
+                                                           for k in TABLE_METRICS}
         log.info("eval %s (%d steps, cfg %.1f): %s", name, steps, cfg,
                  ", ".join(f"{k} {v:.3f}" for k, v in results[name].items() if isinstance(v, float)))
     summary = {
@@ -248,9 +240,6 @@ def dataset_sections(dataset_dir: Path) -> list[tuple[str, str]]:
     return [("Dataset", dataset_section(card, plots))]
 
 
-METHOD_METRICS = ("psnr", "ssim", "mask_psnr", "bg_psnr", "temporal_consistency")
-
-
 def methods_table(model_dirs: dict[str, Path], results: dict[str, dict]) -> tuple[str, list[str], list[list]]:
     """The distillation methods side by side: each student's method, steps, quality on the
     benchmark, seconds per video and training cost (network forward-equivalents per the
@@ -262,11 +251,11 @@ def methods_table(model_dirs: dict[str, Path], results: dict[str, dict]) -> tupl
         own, res = read_json(model_dirs[name] / "metrics.json"), results[name]
         ref = next((k for k in res if k.startswith("ref_sim_")), None)
         cost = (own.get("training_cost") or {}).get("forward_equivalents", float("nan"))
-        rows.append([name, own.get("method", "dmd2"), res["steps"], *(res.get(k, float("nan")) for k in METHOD_METRICS),
+        rows.append([name, own.get("method", "dmd2"), res["steps"], *(res.get(k, float("nan")) for k in TABLE_METRICS),
                      res.get(ref, float("nan")) if ref else float("nan"), res["seconds_per_video"], own.get("iterations"),
                      cost])
     return ("Distillation methods (student_4 and student_alt both start from student_8)",
-            ["student", "method", "steps", *METHOD_METRICS, "ref_sim", "seconds_per_video", "iterations",
+            ["student", "method", "steps", *TABLE_METRICS, "ref_sim", "seconds_per_video", "iterations",
              "training forward-equivalents"], rows)
 
 

@@ -24,10 +24,11 @@ from pathlib import Path
 import yaml
 from fastapi import FastAPI, File, Form, Request, UploadFile  # module level: the routes' annotations name them
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from genbuild.stage import setup_logging
 from genbuild.workflow import namespace
-from pvtt.serve.tasks import ServiceError, TaskService, model_identity, template_frames
+from pvtt.serve.tasks import ServiceError, TaskService, model_identity
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,15 @@ def parse_options(raw: str | None) -> dict:
 
 
 def make_edit(editor, params: dict):
-    """The service's edit function: a task's files -> (frames, fps, seconds), with ``editor`` loaded once."""
-    from genbuild.io.video import probe
-    from pvtt.deploy.generate import load_product, template_mask
-
-    td = params["train_data"]
+    """The service's edit function: a task's files -> (frames, fps, seconds), with ``editor`` loaded
+    once; the edit itself is ``generate``'s (``pvtt.deploy.generate.edit_files``)."""
+    from pvtt.deploy.generate import edit_files
 
     def edit(task, template: Path, product: Path, on_step):
-        frames = template_frames(template, td)
-        mask = template_mask(frames, None, params)
-        rgba = load_product(product, params)
-        steps = int(task.options.get("steps") or editor.config.get("steps") or params["eval"]["teacher_steps"])
-        cfg = float(task.options.get("cfg_scale", 1.0 if editor.student else params["eval"]["cfg_scale"]))
-        out = editor.edit(frames, mask, rgba, task.caption, int(td["reference_size"]), steps, cfg,
-                          int(task.options.get("seed", 0)), on_step=on_step)
-        return out.frames, probe(template).fps / int(td["frame_stride"]), {k: round(v, 4) for k, v in out.seconds.items()}
+        o = task.options
+        e = edit_files(editor, template, product, params, task.caption, o.get("steps"), o.get("cfg_scale"),
+                       int(o.get("seed", 0)), on_step=on_step)
+        return e.result.frames, e.fps, {k: round(v, 4) for k, v in e.result.seconds.items()}
     return edit
 
 
@@ -95,7 +90,8 @@ def create_app(service: TaskService, info: dict, params: dict) -> FastAPI:
         if (upload is None) == (url is None):
             raise ServiceError(422, f"{what}: send exactly one of the file field '{what}' or '{what}_url'")
         if url is not None:
-            return fetch_url(url, what, params, service.root / "uploads")
+            # a download blocks: off the event loop, so status requests are answered meanwhile
+            return await run_in_threadpool(fetch_url, url, what, params, service.root / "uploads")
         limit = int(service.limits["max_upload_mb"] * 2 ** 20)
         data = await upload.read(limit + 1)  # never more than the limit and one byte into memory
         return upload.filename or what, data

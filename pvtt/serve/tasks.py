@@ -22,10 +22,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from genbuild.io.jsonio import write_json
-from genbuild.io.video import MediaError, probe, read_frames, write_video
+from genbuild.io.video import MediaError, probe, write_video
 from genbuild.manifest import sha256_file
 
 log = logging.getLogger(__name__)
@@ -222,14 +220,6 @@ class TaskService:
         except Exception as e:  # a bad input found while editing: the task fails, the service goes on
             task.status, task.error = "failed", f"{e.__class__.__name__}: {e}"
             log.warning("serve: task %s failed: %s", task.id, task.error)
-
-
-def template_frames(path: Path, td: dict) -> np.ndarray:
-    """The template at the model's training resolution and frame count (as ``generate`` reads it)."""
-    from pvtt.train.data import frame_indices
-
-    frames = read_frames(path, size=(int(td["width"]), int(td["height"])))
-    return frames[frame_indices(len(frames), int(td["frames"]), int(td["frame_stride"]))]
 
 
 def model_identity(model_dir: Path, form: str) -> str:

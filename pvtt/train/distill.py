@@ -42,8 +42,9 @@ from genbuild.train import distributed as ddp
 from genbuild.train.checkpoint import Checkpointer, fingerprint
 from genbuild.train.cost import total_cost
 from genbuild.train.flow import pick_batch
-from genbuild.train.methods.dmd2 import DMD2, DMDConfig, GeneratorTerm, few_step_mse
+from genbuild.train.methods.dmd2 import DMD2, DMDConfig, few_step_mse
 from genbuild.train.methods.mean_flow import MeanFlow, MeanFlowConfig
+from genbuild.train.methods.student import GeneratorTerm
 from genbuild.train.trainer import Run, Trainer
 from genbuild.workflow import script_code_files
 from pvtt.models.bundle import load_bundle

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from genbuild.train.methods.adversarial import Adversarial
-from genbuild.train.methods.dmd2 import GeneratorTerm
+from genbuild.train.methods.student import GeneratorTerm
 from pvtt.models.codec import SpaceToDepthCodec
 from pvtt.models.conditions import Conditions
 

@@ -53,34 +53,18 @@ from genbuild.train.flow import (
 )
 from genbuild.train.methods.adversarial import Adversarial
 from genbuild.train.methods.base import Method
+from genbuild.train.methods.student import GeneratorTerm, StudentConfig, update_ema
 from genbuild.train.optim import Updater
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GeneratorTerm:
-    """One more term of the generator's loss: ``weight * fn(x0_gen, x0_true, cond)`` (a scalar)."""
-
-    weight: float
-    fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
-
-
-@dataclass
-class DMDConfig:
-    steps: int
-    iterations: int
-    lr: float
+@dataclass(kw_only=True)
+class DMDConfig(StudentConfig):
     fake_lr: float
-    cfg_scale: float
     critic_steps: int
     regression_weight: float
-    shift: float
-    batch_size: int = 4
-    ema_decay: float = 0.9
-    seed: int = 0
     guidance_convention: str = "standard"
-    param_prefix: str = ""  # where these params live, for errors (e.g. "distill.common.")
 
     def __post_init__(self):
         if self.guidance_convention != "standard":
@@ -236,9 +220,7 @@ class DMD2(Method):
         self.update_g.zero_grad()
         self.update_g.backward(self.loss_total(losses))
         self.update_g.step()
-        with torch.no_grad():
-            for pe, pg in zip(self.ema.parameters(), self.generator.parameters()):
-                pe.lerp_(pg, 1 - self.cfg.ema_decay)
+        update_ema(self.ema, self.generator, self.cfg.ema_decay)
         row.update({k: ddp.allreduce_sum(v.detach()).item() for k, v in losses.items()})
         return {**row, "sim_sigma": float(s), **self.passes.take()}
 

@@ -42,26 +42,17 @@ from genbuild.train.conditioning import Conditioning
 from genbuild.train.cost import PassCounter
 from genbuild.train.flow import call_model, guided_velocity, noisy, sample_sigmas, sigma_schedule, x0_from_velocity
 from genbuild.train.methods.base import Method
-from genbuild.train.methods.dmd2 import GeneratorTerm
+from genbuild.train.methods.student import GeneratorTerm, StudentConfig, update_ema
 from genbuild.train.optim import Updater
 
 
-@dataclass
-class MeanFlowConfig:
-    steps: int
-    iterations: int
-    lr: float
-    cfg_scale: float
-    shift: float
-    batch_size: int = 4
-    ema_decay: float = 0.9
-    seed: int = 0
+@dataclass(kw_only=True)
+class MeanFlowConfig(StudentConfig):
     flow_ratio: float = 0.5      # share of draws with r = t (the teacher's instantaneous velocity)
     schedule_ratio: float = 0.0  # share of draws that are one of the student's own ``steps`` intervals
     adaptive_p: float = 1.0      # MeanFlow's adaptive loss weight power (0: plain MSE)
     adaptive_c: float = 1e-3
     fd_eps: float = 1e-3         # finite-difference step of the total derivative, in noise-level units
-    param_prefix: str = ""
 
     def __post_init__(self):
         if not 0.0 <= self.flow_ratio <= 1.0:
@@ -102,7 +93,6 @@ class MeanFlow(Method):
         self.device = next(student.parameters()).device
         self.update = Updater(student, self.opt, self.device, params=params)
         self.g = torch.Generator().manual_seed(cfg.seed)
-        self.mine = slice(None)
         self.passes = PassCounter(self.generator, self.teacher)
         self.schedule = sigma_schedule(cfg.steps, cfg.shift)
 
@@ -154,11 +144,10 @@ class MeanFlow(Method):
         self.passes.reset()
         x0, cond = next_batch()
         full = len(x0)
-        self.mine = ddp.share(full, f"{self.cfg.param_prefix}batch_size")
-        frac = (self.mine.stop - self.mine.start) / full
+        mine = ddp.share(full, f"{self.cfg.param_prefix}batch_size")  # this rank's share of the global batch
+        frac = (mine.stop - mine.start) / full
         t, r = self.draw_times(full)
         noise = torch.randn(x0.shape, generator=self.g)
-        mine = self.mine
         dev = self.device
         x0, cond, t, r, noise = x0[mine].to(dev), cond.select(mine).to(dev), t[mine].to(dev), r[mine].to(dev), noise[mine].to(dev)
         loss, err, extra = self.loss(x0, cond, t, r, noise)
@@ -166,9 +155,7 @@ class MeanFlow(Method):
         self.update.zero_grad()
         self.update.backward(total * frac)
         self.update.step()
-        with torch.no_grad():
-            for pe, pg in zip(self.ema.parameters(), self.generator.parameters()):
-                pe.lerp_(pg, 1 - self.cfg.ema_decay)
+        update_ema(self.ema, self.generator, self.cfg.ema_decay)
         jumps = t > r
         row = {"loss": loss * frac, "mse": err.mean() * frac,
                "interval_mse": (err[jumps].sum() / jumps.sum().clamp_min(1)) * frac,

@@ -147,7 +147,7 @@ def test_needs_an_interval_input():
 
 def test_a_term_on_the_one_jump_x0_changes_the_update():
     """A pipeline term (here: pull x0 towards zero) joins MeanFlow's loss with its weight; weight 0 is off."""
-    from genbuild.train.methods.dmd2 import GeneratorTerm
+    from genbuild.train.methods.student import GeneratorTerm
 
     def pull(x0_gen, x0_true, cond):
         return (x0_gen ** 2).mean()

@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,15 +22,10 @@ from PIL import Image
 from test_checkpoint import TD, make_tiny_latents, teacher_params
 
 from genbuild.io.video import probe, write_video
+from pvtt.bench.gpu_check_dit import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow  # a server process: make test, not test-fast
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _template(path: Path, frames: int = 12, size: tuple[int, int] = (64, 64)) -> bytes:
@@ -67,7 +61,7 @@ def setup(tmp_path_factory):
 
 class Server:
     def __init__(self, base: Path, root: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(root.parent / f"server-{self.port}.log", "w")
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}

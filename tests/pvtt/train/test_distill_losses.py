@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from genbuild.train.methods.dmd2 import DMD2, DMDConfig, GeneratorTerm
+from genbuild.train.methods.dmd2 import DMD2, DMDConfig
+from genbuild.train.methods.student import GeneratorTerm
 from pvtt.models.bundle import components_from_params, new_bundle
 from pvtt.models.conditions import Conditions
 from pvtt.train import distill_losses as L
