@@ -9,8 +9,12 @@ choice on GPU, not a format change). The format is a plain state dict (``<name>.
 ``<name>.scale`` fp32), saved as safetensors; ``quantize`` converts a model in place and
 ``load_quantized`` rebuilds one from its fp32 architecture.
 
-The same layout holds FP8 (``Fp8Linear``: float8 e4m3 weights, one scale per row, max 448), the
-format Hopper-class GPUs multiply natively; elsewhere it is dequantised like INT8. ``dynamic_int8``
+The same layout holds FP8 (``Fp8Linear``: float8 e4m3 weights, one scale per row, max 448), but
+its matmul is an FP8 GEMM: each call scales the activations per row into e4m3 too and multiplies
+with ``torch._scaled_mm`` (torchao's ``float8_dynamic_activation_float8_weight``, rowwise), which
+runs on FP8 tensor cores on Ada/Hopper GPUs and on the CPU through PyTorch's own kernel, so the
+quality measured on a CPU is the GPU's arithmetic. ``fp8_unavailable`` says why a device has no
+FP8 GEMM. ``dynamic_int8``
 is the other INT8: weights and activations in int8 (the activation scale measured at each call),
 with PyTorch's own quantised GEMM on the CPU (fbgemm/oneDNN), which is where INT8 buys speed
 without a GPU.
@@ -68,13 +72,44 @@ class Int8Linear(nn.Module):
 
 
 class Fp8Linear(Int8Linear):
-    """The same with float8 e4m3 weights (the cast rounds to the nearest e4m3 value)."""
+    """float8 e4m3 weights (the cast rounds to the nearest e4m3 value) and an FP8 GEMM: activations
+    scaled per row into e4m3 at each call, both scales applied by ``torch._scaled_mm``."""
 
     STORAGE, QMAX = torch.float8_e4m3fn, 448.0
 
     @staticmethod
     def round(x: torch.Tensor) -> torch.Tensor:
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.qweight.dtype != self.STORAGE:
+            raise TypeError(f"Fp8Linear weights are {self.qweight.dtype}, not e4m3: Module.to(dtype) casts every "
+                            "floating buffer; cast the model before genbuild.quant.quantize, not after")
+        rows = x.reshape(-1, self.in_features).float()
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / self.QMAX
+        xq = (rows / scale).clamp(-self.QMAX, self.QMAX).to(self.STORAGE)
+        # CUDA's rowwise-scaled kernel writes bf16; the CPU's writes fp32
+        y = torch._scaled_mm(xq, self.qweight.t(), scale_a=scale, scale_b=self.scale[None, :].float(),
+                             out_dtype=torch.bfloat16 if x.is_cuda else torch.float32).to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def fp8_unavailable(device: torch.device | str = "cpu") -> str | None:
+    """Why ``device`` cannot run ``Fp8Linear``'s GEMM (None: it can): a CUDA GPU needs compute
+    capability 8.9 (Ada/Hopper); elsewhere one tiny ``torch._scaled_mm`` must run."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        cap = torch.cuda.get_device_capability(device)
+        return None if cap >= (8, 9) else f"FP8 GEMM needs CUDA compute capability >= 8.9; this GPU has {cap}"
+    try:
+        probe = torch.ones(16, 16, device=device).to(torch.float8_e4m3fn)
+        one = torch.ones((), device=device)
+        torch._scaled_mm(probe, probe.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
+    except (RuntimeError, NotImplementedError) as e:
+        return f"torch {torch.__version__} has no FP8 GEMM (torch._scaled_mm) on {device.type}: {str(e)[:160]}"
+    return None
 
 
 FORMATS = {"int8": Int8Linear, "fp8": Fp8Linear}

@@ -138,9 +138,10 @@ def table(doc: dict) -> str:
             notes = f"{r['critic_steps']} critic + 1 generator update, {r['model_tflop_per_step']} TFLOP"
         elif name == "inference":
             time_s = f"teacher {_fmt(r['teacher_total_s'], ' s')}, student {_fmt(r['student_total_s'], ' s')}"
+            fp8 = f"{r['student_fp8_s']} s" if r["student_fp8_s"] is not None else f"not run ({r['student_fp8_error']})"
             notes = (f"{r['teacher_steps']} steps CFG {r['teacher_cfg']:g} vs {r['student_steps']} steps, VAE decode "
                      f"{r['vae_decode_s']} s in both; student eager {r['student_eager_s']} s, compiled "
-                     f"{r['student_compiled_s']} s, FP8 weights {r['student_fp8_weights_s']} s, {r['attention_fastest']} "
+                     f"{r['student_compiled_s']} s, FP8 GEMMs {fp8}, {r['attention_fastest']} "
                      f"{r['student_fastest_attention_s']} s; speedup {r['speedup_end_to_end']}x")
         elif name == "vae":
             time_s = f"encode {_fmt(r['encode_s'], ' s')}, decode {_fmt(r['decode_s'], ' s')}"

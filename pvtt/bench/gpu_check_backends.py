@@ -330,7 +330,8 @@ def omitted(device: torch.device) -> dict[str, str]:
     if providers and "CUDAExecutionProvider" in providers:
         out["rembg"] += " (CUDA is among them, but rembg picks its own providers; not a PyTorch forward)"
     if importlib.util.find_spec("tensorrt") is None:
-        out["tensorrt_engine"] = ("pvtt/deploy/engine.py builds with TensorRT, which is not installed here "
+        out["tensorrt_engine"] = ("the engine stage builds and checks TensorRT fp16/int8 plans "
+                                  "(pvtt/deploy/tensorrt_engine.py) where tensorrt is installed; it is not here "
                                   "(its wheels do not fit the 64 MiB that travels)")
     return out
 

@@ -26,7 +26,8 @@ from pvtt.models.conditions import Conditions
 from pvtt.models.dit import read_config
 from pvtt.models.encoders import reference_to_tensor
 
-FORMS = ("pytorch", "onnx", "onnx_fp16", "onnx_int8", "int8_weight", "int8_dynamic", "fp8")
+FORMS = ("pytorch", "onnx", "onnx_fp16", "onnx_int8", "onnx_int8_qdq", "int8_weight", "int8_dynamic", "fp8",
+         "tensorrt_fp16", "tensorrt_int8")
 
 
 class Cancelled(Exception):

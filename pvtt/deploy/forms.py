@@ -1,16 +1,15 @@
 """student_4's deployed forms as the engine stage recorded them: which were built, and each one's denoiser.
 
 The engine artifact's ``check.json`` lists every form with ``built`` and its ``file`` (an ONNX model
-run by onnxruntime, or a directory of a quantised PyTorch student). The evaluation, the editor
-(``generate``, the service) and the inference benchmark all read it through here.
+run by onnxruntime, a directory of a quantised PyTorch student, or a TensorRT plan, which runs only
+where tensorrt and a CUDA GPU are). The evaluation, the editor (``generate``, the service) and the
+inference benchmark all read it through here.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from genbuild.io.jsonio import read_json
-
-GPU_ONLY = ("tensorrt",)  # a TensorRT plan runs on its GPU only: listed, never loaded here
 
 
 def engines(engine_dir: Path) -> dict[str, dict]:
@@ -20,8 +19,12 @@ def engines(engine_dir: Path) -> dict[str, dict]:
 
 
 def built(engine_dir: Path) -> list[str]:
-    """The forms that were built and run on this machine's CPU runtimes, in check.json's order."""
-    return [form for form, info in engines(engine_dir).items() if info.get("built") and form not in GPU_ONLY]
+    """The forms that were built and can run on this machine, in check.json's order."""
+    from pvtt.deploy import tensorrt_engine
+
+    runs_plans = tensorrt_engine.unavailable() is None
+    return [form for form, info in engines(engine_dir).items()
+            if info.get("built") and (runs_plans or not str(info.get("file", "")).endswith(".plan"))]
 
 
 def load(engine_dir: Path, form: str, threads: int = 1):
@@ -37,4 +40,10 @@ def load(engine_dir: Path, form: str, threads: int = 1):
         why = (info or {}).get("reason") or "not in engine.onnx / engine.quantized"
         raise ValueError(f"deploy.form: '{form}' was not built by the engine stage ({why})")
     path = Path(engine_dir) / info["file"]
+    if path.suffix == ".plan":
+        from pvtt.deploy import tensorrt_engine
+
+        if tensorrt_engine.unavailable():
+            raise ValueError(f"deploy.form: '{form}' is a TensorRT plan; {tensorrt_engine.unavailable()}")
+        return tensorrt_engine.TensorRTDenoiser(path)
     return OnnxDenoiser(path, threads) if path.suffix == ".onnx" else quantized.load(path)

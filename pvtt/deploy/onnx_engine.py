@@ -2,9 +2,12 @@
 
 ONNX has no complex type, so the export runs the DiT with its real-valued RoPE (equal to
 DiffSynth's complex RoPE to ~1e-6). The fp16 model keeps fp32 inputs and outputs (the casts are
-inside), so every engine is called the same way; the INT8 one is onnxruntime's dynamic
+inside), so every engine is called the same way. There are two INT8 models: onnxruntime's dynamic
 quantisation (int8 weights per channel, activations quantised per call), which needs no
-calibration set.
+calibration set, and a static one whose activation ranges are calibrated on the denoiser's inputs
+while sampling benchmark latents (``calibration_feeds``), written with QuantizeLinear /
+DequantizeLinear pairs (QDQ, symmetric): onnxruntime runs it here, and it is the explicitly
+quantised network TensorRT builds its INT8 plan from (``pvtt.deploy.tensorrt_engine``).
 """
 from __future__ import annotations
 
@@ -56,6 +59,57 @@ def to_int8(src: Path, dst: Path) -> None:
     try:
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def calibration_feeds(dit, conds: list, noises: list[torch.Tensor], steps: int, shift: float) -> list[dict]:
+    """The denoiser's inputs (name -> fp32 array) at every call made while sampling each benchmark
+    item with the student's own steps: the activations the engine will meet, which is what a
+    static INT8 calibration must see."""
+    from genbuild.train.flow import sample
+
+    recorder = _Recorder(dit)
+    with torch.no_grad():
+        for cond, noise in zip(conds, noises):
+            sample(recorder, cond, noise, steps, shift)
+    names = input_names(dit)
+    return [{n: t.numpy().astype(np.float32) for n, t in zip(names, call)} for call in recorder.calls]
+
+
+class _Recorder:
+    """The DiT, keeping a copy of every call's inputs."""
+
+    def __init__(self, dit):
+        self.dit, self.calls, self.average_velocity = dit, [], getattr(dit, "average_velocity", False)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        self.calls.append([t.detach().cpu().clone() for t in inputs])
+        return self.dit(*inputs)
+
+
+def to_int8_qdq(src: Path, dst: Path, feeds: list[dict]) -> None:
+    """Static INT8 with QDQ nodes: weights per channel, activation ranges from ``feeds`` (min/max),
+    both symmetric as TensorRT's explicit quantisation requires."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self):
+            self.rest = iter(feeds)
+
+        def get_next(self):
+            return next(self.rest, None)
+
+    if not feeds:
+        raise ValueError("to_int8_qdq: no calibration inputs")
+    logging.disable(logging.INFO)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(str(src), str(dst), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["MatMul", "Gemm"],
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     finally:
         logging.disable(logging.NOTSET)
 

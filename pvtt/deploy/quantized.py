@@ -6,9 +6,10 @@ the student's ``config.json`` plus ``"quantization"``:
   ``model.safetensors``; memory and disk four-fold smaller, matmuls dequantised;
 - ``int8_dynamic``: PyTorch's dynamic INT8 (int8 weights and per-call int8 activations, the CPU's
   quantised GEMM): ``model.pt`` (packed weights; ``torch.load(weights_only=True)`` reads it);
-- ``fp8``: float8 e4m3 weights (``genbuild.quant.Fp8Linear``), built only where a CUDA GPU of
-  compute capability 8.9 or newer (Ada, Hopper) has FP8 tensor cores; elsewhere the reason is
-  recorded instead.
+- ``fp8``: float8 e4m3 weights and per-call e4m3 activations multiplied by an FP8 GEMM
+  (``genbuild.quant.Fp8Linear``): built where that GEMM runs, i.e. a CUDA GPU of compute
+  capability 8.9 or newer (Ada, Hopper: FP8 tensor cores) or a CPU whose PyTorch has
+  ``torch._scaled_mm`` (2.14 does; same arithmetic, no speed-up); elsewhere the reason is recorded.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from genbuild.quant import dynamic_int8, load_quantized, quantize
+from genbuild.quant import dynamic_int8, fp8_unavailable, load_quantized, quantize
 from pvtt.models.dit import PVTTDiT
 
 FORMS = ("int8_weight", "int8_dynamic", "fp8")
@@ -32,10 +33,7 @@ def unavailable(form: str) -> str | None:
     if form == "int8_dynamic" and not torch.backends.quantized.supported_engines:
         return "this PyTorch build has no quantised CPU engine (fbgemm / onednn / qnnpack)"
     if form == "fp8":
-        if not torch.cuda.is_available():
-            return "FP8 needs a CUDA GPU of compute capability >= 8.9 (Ada/Hopper); this machine has none"
-        if torch.cuda.get_device_capability() < (8, 9):
-            return f"FP8 needs compute capability >= 8.9; this GPU has {torch.cuda.get_device_capability()}"
+        return fp8_unavailable("cpu")  # the engine stage builds and checks on the CPU
     return None
 
 

@@ -139,17 +139,21 @@ def test_teacher_phases_chain_loss_falls_and_engine_matches(repo):
     assert len(evals) >= 3 and evals[0] == "step,val_loss,psnr,ssim,mask_psnr,bg_psnr"
     check = json.loads((repo / "artifacts/engine/check.json").read_text())
     engines = check["engines"]
-    assert check["passed"] and set(check["built"]) == {"onnx", "onnx_fp16", "onnx_int8", "int8_weight", "int8_dynamic"}
+    assert check["passed"] and set(check["built"]) == {"onnx", "onnx_fp16", "onnx_int8", "onnx_int8_qdq", "int8_weight",
+                                                     "int8_dynamic", "fp8"}
     for form in check["built"]:  # each checked against PyTorch within its own tolerance, and timed
         e = engines[form]
         assert e["passed"] and max(e["max_abs_diff_single_call"], e["max_abs_diff_sampled_latents"]) <= e["tolerance"], form
         assert e["seconds"] > 0 and (repo / "artifacts/engine" / e["file"]).exists(), form
     assert engines["onnx"]["tolerance"] == 1e-3  # fp32: the export itself is exact
-    assert "compute capability" in engines["fp8"]["reason"] and engines["tensorrt"]["reason"]
+    for plan in ("tensorrt_fp16", "tensorrt_int8"):  # no tensorrt here: each plan says why
+        assert "tensorrt" in engines[plan]["reason"] and not engines[plan]["built"]
+    assert check["calibration"]["denoiser_calls"] == check["calibration"]["items"] * check["steps"] > 0
     ev = json.loads((repo / "artifacts/eval/metrics.json").read_text())
     assert set(ev["models"]) >= {"teacher", "student_16", "student_8", "student_4", "student_4_onnx", "template_unedited",
-                                 "student_4_onnx_fp16", "student_4_onnx_int8", "student_4_int8_weight", "student_4_int8_dynamic"}
-    for form in ("onnx", "onnx_fp16", "onnx_int8", "int8_weight", "int8_dynamic"):  # quality delta vs the fp32 student
+                                 "student_4_onnx_fp16", "student_4_onnx_int8", "student_4_int8_weight", "student_4_int8_dynamic",
+                                 "student_4_fp8", "student_4_onnx_int8_qdq"}
+    for form in check["built"]:  # quality delta vs the fp32 student
         delta = ev["models"][f"student_4_{form}"]["quality_delta_vs_student_4"]
         assert set(delta) >= {"psnr", "mask_psnr", "bg_psnr"} and abs(delta["psnr"]) < 1.0, (form, delta)
     for name, mm in ev["models"].items():
@@ -194,7 +198,8 @@ def test_bench_infer_times_every_form_and_the_service(repo, tmp_path):
     doc = json.loads((tmp_path / "infer.json").read_text())
     forms = doc["forms"]
     assert {"teacher", "student_16", "student_8", "student_4", "student_4 compiled", "student_4 onnx", "student_4 onnx_fp16",
-            "student_4 onnx_int8", "student_4 int8_weight", "student_4 int8_dynamic"} == set(forms)
+            "student_4 onnx_int8", "student_4 onnx_int8_qdq", "student_4 int8_weight", "student_4 int8_dynamic",
+            "student_4 fp8"} == set(forms)
     for name, r in forms.items():
         assert all(r[p] > 0 for p in ("encode", "denoise", "decode")) and r["total"] >= r["denoise"], name
     assert forms["teacher"]["steps"] == 20 and forms["student_4"]["steps"] == 4

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from genbuild.quant import Fp8Linear, Int8Linear, dynamic_int8, load_quantized, quantize, weight_bytes
+from genbuild.quant import Fp8Linear, Int8Linear, dynamic_int8, fp8_unavailable, load_quantized, quantize, weight_bytes
 
 
 def _net():
@@ -33,10 +35,31 @@ def test_fp8_weights_are_e4m3_close_and_round_trip(tmp_path):
     assert isinstance(q[0], Fp8Linear) and q[0].qweight.dtype == torch.float8_e4m3fn
     x = torch.randn(16, 64)
     rel = ((q(x) - ref(x)).norm() / ref(x).norm()).item()
-    assert 1e-4 < rel < 0.05  # e4m3 has a 3-bit mantissa: coarser than int8 per row, but close
+    assert 1e-4 < rel < 0.08  # e4m3 weights and activations (3-bit mantissas) through two layers: ~5 %
     save_file({k: v.contiguous() for k, v in q.state_dict().items()}, str(tmp_path / "m.safetensors"))
     back = load_quantized(_net(), load_file(str(tmp_path / "m.safetensors")), "fp8")
     assert torch.equal(back(x), q(x))
+
+
+def test_fp8_matmul_is_an_fp8_gemm_of_row_scaled_activations():
+    """The product equals e4m3(x / s_row) · e4m3(W / s_out)ᵀ rescaled, computed by hand in fp64: the
+    activations are quantised too, so it is not the weight-only product."""
+    assert fp8_unavailable("cpu") is None  # torch 2.14's CPU _scaled_mm
+    q = _net()
+    quantize(q, "fp8")
+    lin = q[0]
+    x = torch.randn(3, 5, 64)  # leading dims are flattened to rows and restored
+    rows = x.reshape(-1, 64).double()
+    s = rows.abs().amax(dim=1, keepdim=True) / 448.0
+    xq = (rows / s).float().to(torch.float8_e4m3fn).double() * s
+    by_hand = xq @ lin.dequantized(torch.float64).t() + lin.bias.double()
+    got = lin(x)
+    assert got.shape == (3, 5, 128)
+    assert torch.allclose(got.reshape(-1, 128).double(), by_hand, atol=1e-4, rtol=1e-4)
+    weight_only = F.linear(x, lin.dequantized(), lin.bias)
+    assert (got - weight_only).abs().max() > 1e-3
+    with pytest.raises(TypeError, match="cast the model before"):
+        q.to(torch.bfloat16)(x.bfloat16())
 
 
 def test_dynamic_int8_is_close_and_its_state_dict_reloads_weights_only(tmp_path):
