@@ -6,8 +6,8 @@ Forms (``engine.onnx``, ``engine.quantized`` and ``engine.tensorrt`` list which)
   sampling ``engine.calibration_items`` benchmark items), run with onnxruntime on the CPU;
 - quantised PyTorch students (``pvtt.deploy.quantized``): ``int8_weight``, ``int8_dynamic``,
   ``fp8`` (where an FP8 GEMM runs);
-- TensorRT plans (``pvtt.deploy.tensorrt_engine``): ``tensorrt_fp16`` from the fp32 ONNX model and
-  ``tensorrt_int8`` from the calibrated QDQ one, where tensorrt and a CUDA GPU exist.
+- TensorRT plans (``pvtt.deploy.tensorrt_engine``): ``tensorrt_fp16`` from the fp16 ONNX model and
+  ``tensorrt_int8`` from the calibrated QDQ one (strongly typed), where tensorrt and a CUDA GPU exist.
 
 Each form samples one benchmark item with the student's own step count from the same noise as
 the fp32 PyTorch student; the largest absolute difference of one denoiser call and of the final
@@ -58,9 +58,11 @@ def check_params(ep: dict) -> None:
         if form not in ONNX_FORMS:
             raise ValueError(f"engine.onnx: unknown form '{form}' (known: {', '.join(ONNX_FORMS)})")
     trt = ep["tensorrt"]
-    if trt["build"] != "off" and "int8" in trt["precisions"] and "onnx_int8_qdq" not in ep.get("onnx", []):
-        raise ValueError("engine.tensorrt.precisions: int8 builds from the calibrated QDQ model; add onnx_int8_qdq "
-                         "to engine.onnx (or drop int8, or set engine.tensorrt.build: off)")
+    for precision in trt["precisions"] if trt["build"] != "off" else []:
+        if TRT.PRECISIONS[precision] not in ep.get("onnx", []):
+            raise ValueError(f"engine.tensorrt.precisions: {precision} builds from the {TRT.PRECISIONS[precision]} model; "
+                             f"add {TRT.PRECISIONS[precision]} to engine.onnx (or drop {precision}, or set "
+                             "engine.tensorrt.build: off)")
     if trt["build"] == "require" and TRT.unavailable():
         raise RuntimeError(f"engine.tensorrt.build is 'require' but {TRT.unavailable()}")
 
@@ -77,9 +79,9 @@ def _compare(model, dit, example: tuple, cond, noise, steps: int, shift: float, 
 
 
 def _onnx_forms(tmp: Path, dit, example: tuple, ep: dict, threads: int, calibrate) -> dict[str, dict]:
-    """Export the fp32 model (kept on disk for TensorRT) and convert it to every ONNX form asked for."""
+    """Export the fp32 model and convert it to every ONNX form asked for."""
     wanted = list(ep.get("onnx", []))
-    if not wanted and ep["tensorrt"]["build"] == "off":
+    if not wanted:
         return {}
     export_onnx(dit, example, tmp / "student_4.onnx", int(ep["opset"]))
     convert = {"onnx_fp16": to_fp16, "onnx_int8": to_int8,
@@ -113,7 +115,7 @@ def _tensorrt_forms(tmp: Path, te: dict) -> dict[str, dict]:
         if reason:
             forms[form] = {"built": False, "reason": reason}
             continue
-        info = TRT.build_plan(tmp / TRT.PRECISIONS[precision], tmp / tensorrt_plan(precision), precision,
+        info = TRT.build_plan(tmp / onnx_file(TRT.PRECISIONS[precision]), tmp / tensorrt_plan(precision), precision,
                               float(te.get("workspace_gb", 4.0)))
         forms[form] = {"built": True, "file": tensorrt_plan(precision), **info,
                        "model": TRT.TensorRTDenoiser(tmp / tensorrt_plan(precision))}
@@ -126,7 +128,7 @@ def _build_forms(tmp: Path, student_dir: Path, dit, example: tuple, ep: dict, th
     forms.update(_quantized_forms(tmp, student_dir, dit, ep))
     forms.update(_tensorrt_forms(tmp, ep["tensorrt"]))
     if "onnx" not in forms and (tmp / "student_4.onnx").exists():
-        (tmp / "student_4.onnx").unlink()  # only the converted forms (or the plans) were asked for
+        (tmp / "student_4.onnx").unlink()  # only the converted forms were asked for
     return forms
 
 

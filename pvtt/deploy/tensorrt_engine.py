@@ -1,12 +1,13 @@
 """student_4 as TensorRT plans: build from the ONNX models, run on the GPU with torch's CUDA memory.
 
-Two precisions (``engine.tensorrt.precisions``):
-- ``fp16``: the fp32 ONNX model built with TensorRT's FP16 flag (its tactics choose fp16 or fp32
-  per layer);
-- ``int8``: the calibrated QDQ model (``onnx_engine.to_int8_qdq``: activation ranges measured on
-  the denoiser's inputs while sampling benchmark latents). TensorRT reads the Q/DQ scales as
-  explicit quantisation, which is how TensorRT 10 builds INT8 (its implicit calibrator API is
-  deprecated), so the plan and the onnxruntime model share one calibration.
+Both plans are strongly typed: the network's precision is the ONNX model's own, which is how
+TensorRT 11 builds (it removed the FP16/INT8 builder flags and the implicit INT8 calibrator) and
+what TensorRT 10 offers as ``STRONGLY_TYPED``. So each precision builds from the ONNX form that
+already has it (``engine.tensorrt.precisions``):
+- ``fp16``: ``onnx_fp16`` (fp16 weights and arithmetic, fp32 inputs and outputs);
+- ``int8``: ``onnx_int8_qdq`` (``onnx_engine.to_int8_qdq``: activation ranges measured on the
+  denoiser's inputs while sampling benchmark latents, symmetric Q/DQ pairs TensorRT fuses into INT8
+  GEMMs: explicit quantisation), so the plan and the onnxruntime model share one calibration.
 
 A plan is specific to its GPU and TensorRT version: it is built and checked on the machine that
 runs it. Where ``tensorrt`` does not import or no CUDA GPU exists, ``unavailable`` says so and the
@@ -20,7 +21,7 @@ import torch
 
 from pvtt.deploy.onnx_engine import INPUT_NAMES
 
-PRECISIONS = {"fp16": "student_4.onnx", "int8": "student_4_int8_qdq.onnx"}  # precision -> the ONNX model it builds from
+PRECISIONS = {"fp16": "onnx_fp16", "int8": "onnx_int8_qdq"}  # precision -> the ONNX form it builds from
 
 
 def unavailable() -> str | None:
@@ -42,22 +43,27 @@ def build_plan(onnx_path: Path, plan_path: Path, precision: str, workspace_gb: f
         raise ValueError(f"engine.tensorrt.precisions: unknown '{precision}' (known: {', '.join(PRECISIONS)})")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(_strongly_typed(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"{onnx_path}: TensorRT could not parse the ONNX model: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)  # the Q/DQ nodes carry the calibrated scales
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"{onnx_path}: TensorRT {precision} build failed (see the log above)")
     Path(plan_path).write_bytes(bytes(plan))
     return {"precision": precision, "from": Path(onnx_path).name, "tensorrt_version": trt.__version__,
             "gpu": torch.cuda.get_device_name()}
+
+
+def _strongly_typed(trt) -> int:
+    """The network flags: STRONGLY_TYPED on TensorRT 10 (explicit batch is its only mode); 0 on 11,
+    where every network is strongly typed."""
+    if int(trt.__version__.split(".")[0]) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 class TensorRTDenoiser:

@@ -68,14 +68,14 @@ def test_static_int8_qdq_model_is_calibrated_symmetric_and_close(dit, tmp_path):
 
 
 def _engine_params(**tensorrt) -> dict:
-    return {"onnx": ["onnx", "onnx_int8_qdq"], "tensorrt": {"build": "auto", "precisions": ["fp16", "int8"], **tensorrt}}
+    return {"onnx": ["onnx", "onnx_fp16", "onnx_int8_qdq"], "tensorrt": {"build": "auto", "precisions": ["fp16", "int8"], **tensorrt}}
 
 
 def test_engine_params_are_checked_at_start_naming_the_key():
     check_params(_engine_params())
     ep = _engine_params()
-    ep["onnx"] = ["onnx"]
-    with pytest.raises(ValueError, match="engine.tensorrt.precisions: int8 builds from the calibrated QDQ model"):
+    ep["onnx"] = ["onnx", "onnx_fp16"]
+    with pytest.raises(ValueError, match="engine.tensorrt.precisions: int8 builds from the onnx_int8_qdq model; add "):
         check_params(ep)
     check_params({**ep, "tensorrt": {"build": "off", "precisions": ["int8"]}})  # nothing to build from: fine
     with pytest.raises(ValueError, match="engine.onnx: unknown form 'onnx_int4'"):
