@@ -301,7 +301,8 @@ def _load_dino_i(entry: dict, root: Path, device: str) -> DinoI:
     return DinoI(model, resize, crop, implementation=impl)
 
 
-def _load_lpips(entry: dict, root: Path, device: str) -> Lpips:
+def load_lpips(entry: dict, root: Path, device: str) -> Lpips:
+    """LPIPS from its local weights; public because the distillation's perceptual term uses it too."""
     import lpips
 
     path = _weights(entry, root)
@@ -368,7 +369,7 @@ def _load_musiq(entry: dict, root: Path, device: str) -> Musiq:
     return Musiq(net.to(device), implementation=impl)
 
 
-LOADERS = {"clip_i": _load_clip_i, "dino_i": _load_dino_i, "lpips": _load_lpips,
+LOADERS = {"clip_i": _load_clip_i, "dino_i": _load_dino_i, "lpips": load_lpips,
            "fvd": _load_fvd, "musiq": _load_musiq}
 
 

@@ -100,10 +100,10 @@ def _lpips(entry: dict | None, device: torch.device):
     """The LPIPS network of the pixel regression, from ``distill.common.lpips`` (None: MSE only)."""
     if not entry:
         return None
-    from genbuild.metrics.learned import Unavailable, _load_lpips
+    from genbuild.metrics.learned import Unavailable, load_lpips
 
     try:
-        return _load_lpips(entry, Path("."), str(device)).net.requires_grad_(False)
+        return load_lpips(entry, Path("."), str(device)).net.requires_grad_(False)
     except Unavailable as e:
         raise ValueError(f"distill.common.lpips: {e}") from None
 
