@@ -63,8 +63,9 @@ def check_params(ep: dict) -> None:
             raise ValueError(f"engine.tensorrt.precisions: {precision} builds from the {TRT.PRECISIONS[precision]} model; "
                              f"add {TRT.PRECISIONS[precision]} to engine.onnx (or drop {precision}, or set "
                              "engine.tensorrt.build: off)")
-    if trt["build"] == "require" and TRT.unavailable():
-        raise RuntimeError(f"engine.tensorrt.build is 'require' but {TRT.unavailable()}")
+    reason = TRT.unavailable() if trt["build"] == "require" else None
+    if reason:
+        raise RuntimeError(f"engine.tensorrt.build is 'require' but {reason}")
 
 
 def _compare(model, dit, example: tuple, cond, noise, steps: int, shift: float, reference: torch.Tensor) -> dict:

@@ -43,7 +43,8 @@ def load(engine_dir: Path, form: str, threads: int = 1):
     if path.suffix == ".plan":
         from pvtt.deploy import tensorrt_engine
 
-        if tensorrt_engine.unavailable():
-            raise ValueError(f"deploy.form: '{form}' is a TensorRT plan; {tensorrt_engine.unavailable()}")
+        reason = tensorrt_engine.unavailable()
+        if reason:
+            raise ValueError(f"deploy.form: '{form}' is a TensorRT plan; {reason}")
         return tensorrt_engine.TensorRTDenoiser(path)
     return OnnxDenoiser(path, threads) if path.suffix == ".onnx" else quantized.load(path)

@@ -11,6 +11,7 @@ quantised network TensorRT builds its INT8 plan from (``pvtt.deploy.tensorrt_eng
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from pathlib import Path
@@ -51,16 +52,23 @@ def to_fp16(src: Path, dst: Path) -> None:
         onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
 
 
+@contextlib.contextmanager
+def _quiet_quantiser():
+    """onnxruntime's quantisers log every tensor they skip through the root logger: INFO off meanwhile."""
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def to_int8(src: Path, dst: Path) -> None:
     """onnxruntime's dynamic INT8 quantisation of the MatMul/Gemm weights, per channel."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.disable(logging.INFO)  # the quantiser logs every tensor it skips, through the root logger
-    try:
+    with _quiet_quantiser():
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 def calibration_feeds(dit, conds: list, noises: list[torch.Tensor], steps: int, shift: float) -> list[dict]:
@@ -102,16 +110,12 @@ def to_int8_qdq(src: Path, dst: Path, feeds: list[dict]) -> None:
 
     if not feeds:
         raise ValueError("to_int8_qdq: no calibration inputs")
-    logging.disable(logging.INFO)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_static(str(src), str(dst), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=["MatMul", "Gemm"],
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-    finally:
-        logging.disable(logging.NOTSET)
+    with _quiet_quantiser(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(src), str(dst), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul", "Gemm"],
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
 
 
 class OnnxDenoiser:
